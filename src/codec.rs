@@ -1,0 +1,216 @@
+//! Tokens and client ids on the wire: URL-safe base64 without padding, fixed lengths,
+//! encoded and decoded in constant time (`base64ct`) and without allocating.
+
+use std::fmt;
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use subtle::ConstantTimeEq;
+
+use crate::error::InputError;
+
+/// Random bytes in a token: 128 bits.
+pub(crate) const TOKEN_BYTES: usize = 16;
+/// Characters in an encoded token.
+pub const TOKEN_LEN: usize = 22;
+/// Random bytes in a client id: 96 bits.
+pub(crate) const CLIENT_BYTES: usize = 12;
+/// Characters in an encoded client id.
+pub const CLIENT_ID_LEN: usize = 16;
+/// The longest uid, in bytes.
+pub const MAX_UID_LEN: usize = 255;
+
+/// A session's secret: 22 characters of URL-safe base64 carrying 128 unpredictable bits.
+///
+/// `Debug` prints `Token(<redacted>)` and there is no `Display`, so a token reaches a
+/// log only through an explicit [`as_str`](Self::as_str). Equality is constant-time.
+#[derive(Clone, Copy)]
+pub struct Token {
+    text: [u8; TOKEN_LEN],
+}
+
+impl Token {
+    #[inline]
+    pub(crate) fn encode(bytes: &[u8; TOKEN_BYTES]) -> Self {
+        let mut text = [0u8; TOKEN_LEN];
+        // Cannot fail: 16 bytes always encode to exactly 22 characters.
+        let _ = Base64UrlUnpadded::encode(bytes, &mut text);
+        Token { text }
+    }
+
+    /// Decodes presented text; `None` unless it is exactly the encoding of 16 bytes.
+    #[inline]
+    pub(crate) fn decode(text: &str) -> Option<[u8; TOKEN_BYTES]> {
+        if text.len() != TOKEN_LEN {
+            return None;
+        }
+        let mut out = [0u8; TOKEN_BYTES];
+        match Base64UrlUnpadded::decode(text.as_bytes(), &mut out) {
+            Ok(b) if b.len() == TOKEN_BYTES => Some(out),
+            _ => None,
+        }
+    }
+
+    /// Checks that `text` has the form of a token (not that any session issued it).
+    pub fn parse(text: &str) -> Result<Token, InputError> {
+        Token::decode(text)
+            .map(|b| Token::encode(&b))
+            .ok_or(InputError::MalformedToken)
+    }
+
+    /// The token's text, to hand to the client (the `access-token` header).
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        // base64 output is ASCII.
+        std::str::from_utf8(&self.text).unwrap_or_default()
+    }
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Self) -> bool {
+        self.text.ct_eq(&other.text).into()
+    }
+}
+
+impl Eq for Token {}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// One signed-in device of a user: 16 characters of URL-safe base64 carrying 96
+/// random bits. Not a secret on its own (it travels beside the token), but unguessable.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientId {
+    raw: [u8; CLIENT_BYTES],
+    text: [u8; CLIENT_ID_LEN],
+}
+
+impl ClientId {
+    #[inline]
+    pub(crate) fn from_raw(raw: [u8; CLIENT_BYTES]) -> Self {
+        let mut text = [0u8; CLIENT_ID_LEN];
+        // Cannot fail: 12 bytes always encode to exactly 16 characters.
+        let _ = Base64UrlUnpadded::encode(&raw, &mut text);
+        ClientId { raw, text }
+    }
+
+    #[inline]
+    pub(crate) fn raw(&self) -> &[u8; CLIENT_BYTES] {
+        &self.raw
+    }
+
+    /// Parses a client id as the store writes it.
+    #[inline]
+    pub fn parse(text: &str) -> Result<ClientId, InputError> {
+        if text.len() != CLIENT_ID_LEN {
+            return Err(InputError::MalformedClient);
+        }
+        let mut raw = [0u8; CLIENT_BYTES];
+        match Base64UrlUnpadded::decode(text.as_bytes(), &mut raw) {
+            // 12 bytes fill 16 characters exactly: every decodable text is canonical.
+            Ok(b) if b.len() == CLIENT_BYTES => Ok(ClientId::from_raw(raw)),
+            _ => Err(InputError::MalformedClient),
+        }
+    }
+
+    /// The id's text, as written to the `client` header.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.text).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientId({self})")
+    }
+}
+
+/// Checks a uid: 1 to [`MAX_UID_LEN`] bytes of UTF-8.
+#[inline]
+pub(crate) fn check_uid(uid: &str) -> Result<(), InputError> {
+    match uid.len() {
+        0 => Err(InputError::EmptyUid),
+        len if len > MAX_UID_LEN => Err(InputError::UidTooLong { len }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_round_trips_and_rejects_non_canonical_text() {
+        let bytes = [0xA5u8; TOKEN_BYTES];
+        let t = Token::encode(&bytes);
+        assert_eq!(t.as_str().len(), TOKEN_LEN);
+        assert_eq!(Token::decode(t.as_str()), Some(bytes));
+        // The last character carries 2 data bits; a different low nibble is the same
+        // bytes written another way, and is refused.
+        let mut s = t.as_str().to_string();
+        let last = s.pop().unwrap();
+        let other = if last == 'Q' { 'R' } else { 'Q' };
+        s.push(other);
+        assert_eq!(Token::decode(&s), None, "{s}");
+        for bad in [
+            "",
+            "short",
+            "+/+/+/+/+/+/+/+/+/+/+/",
+            "AAAAAAAAAAAAAAAAAAAAAA=",
+            "ÄAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert_eq!(Token::decode(bad), None, "{bad:?}");
+            assert_eq!(Token::parse(bad), Err(InputError::MalformedToken));
+        }
+    }
+
+    #[test]
+    fn token_debug_is_redacted() {
+        let t = Token::encode(&[7u8; TOKEN_BYTES]);
+        let shown = format!("{t:?}");
+        assert_eq!(shown, "Token(<redacted>)");
+        assert!(!shown.contains(t.as_str()));
+    }
+
+    #[test]
+    fn client_round_trips_and_rejects_bad_forms() {
+        let c = ClientId::from_raw([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 255]);
+        assert_eq!(c.as_str().len(), CLIENT_ID_LEN);
+        assert_eq!(ClientId::parse(c.as_str()), Ok(c));
+        assert_eq!(c.to_string(), c.as_str());
+        for bad in [
+            "",
+            "AAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAA=",
+            "AAAAAAAA+AAAAAAA",
+            "AAAAAAAAAAAAAAAé",
+        ] {
+            assert_eq!(
+                ClientId::parse(bad),
+                Err(InputError::MalformedClient),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn uid_limits() {
+        assert_eq!(check_uid(""), Err(InputError::EmptyUid));
+        assert_eq!(check_uid(&"a".repeat(255)), Ok(()));
+        assert_eq!(
+            check_uid(&"a".repeat(256)),
+            Err(InputError::UidTooLong { len: 256 })
+        );
+        assert_eq!(check_uid("ü"), Ok(()));
+    }
+}

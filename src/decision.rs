@@ -1,0 +1,299 @@
+//! The decision table of `authenticate`, as one pure function.
+//!
+//! The store, the benchmark's contenders and the test models all call [`decide`], so
+//! they differ only in how they keep state and match tokens, never in what they answer.
+//! Rows, in the order SPEC §2 lists them:
+//!
+//! | presented | condition | decision |
+//! |---|---|---|
+//! | any | now >= expiry | [`Decision::Expired`] (remove the session) |
+//! | `T(g)` | rotation off, or now < rotated_at + min_rotation_interval | [`Decision::Batch`] |
+//! | `T(g)` | otherwise | [`Decision::Rotate`] |
+//! | `T(g-1)` | now < rotated_at + batch_window | [`Decision::Batch`] |
+//! | `T(g-1)` | now < rotated_at + recovery_window and `T(g)` never presented | [`Decision::Batch`] |
+//! | `T(g-1)` or older | otherwise | [`Decision::Replayed`] |
+//! | anything else | | [`Decision::InvalidToken`] |
+//!
+//! "No such session" is the caller's row: it needs no state to decide.
+
+use crate::config::ReplayPolicy;
+
+/// The settings the table reads, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// How long after a rotation the retired token still batches (`W`).
+    pub batch_window_ms: u64,
+    /// A current token presented sooner than this after the last rotation batches.
+    pub min_rotation_interval_ms: u64,
+    /// Whether a current token ever rotates.
+    pub rotation: bool,
+    /// How long the retired token is honoured while its successor is unused (0: off).
+    pub recovery_window_ms: u64,
+    /// Expiry is the last rotation plus this.
+    pub token_lifespan_ms: u64,
+    /// Expiry never passes creation plus this.
+    pub max_age_ms: u64,
+    /// What a replayed token does to its session.
+    pub replay_policy: ReplayPolicy,
+}
+
+/// What the table needs to know of one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionState {
+    /// `g`: how many rotations the session has had.
+    pub generation: u64,
+    /// When the session was issued, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// When the current token was minted, ms since the Unix epoch.
+    pub rotated_at_ms: u64,
+    /// Whether `T(g)` has been presented since it was minted.
+    pub successor_used: bool,
+}
+
+/// Which of the session's tokens the presented one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented {
+    /// `T(g)`.
+    Current,
+    /// `T(g-1)`.
+    Previous,
+    /// A genuine token older than `T(g-1)`.
+    Older,
+    /// Not a token of this session, or not a token at all.
+    Unrecognised,
+}
+
+/// What to answer and how the session changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Answer `Expired` and remove the session.
+    Expired,
+    /// Answer `Rotated(T(g+1))` and move the session to this state.
+    Rotate(SessionState),
+    /// Answer `Batched(T(g))`. With `mark_used`, first record that `T(g)` has been
+    /// presented (only the recovery window reads that).
+    Batch {
+        /// Set the session's successor-used flag.
+        mark_used: bool,
+    },
+    /// Answer `Replayed`; with `revoke`, the session is revoked too.
+    Replayed {
+        /// Revoke the session (the `RevokeSession` replay policy).
+        revoke: bool,
+    },
+    /// Answer `InvalidToken`; nothing changes.
+    InvalidToken,
+}
+
+impl Policy {
+    /// The instant the session expires, ms since the Unix epoch.
+    #[inline]
+    pub fn expiry_ms(&self, s: &SessionState) -> u64 {
+        s.rotated_at_ms
+            .saturating_add(self.token_lifespan_ms)
+            .min(s.created_at_ms.saturating_add(self.max_age_ms))
+    }
+}
+
+/// The decision table: one session, one presented token, one instant.
+#[inline]
+pub fn decide(policy: &Policy, s: &SessionState, presented: Presented, now_ms: u64) -> Decision {
+    if now_ms >= policy.expiry_ms(s) {
+        return Decision::Expired;
+    }
+    let since_rotation = now_ms.saturating_sub(s.rotated_at_ms);
+    let replayed = Decision::Replayed {
+        revoke: policy.replay_policy == ReplayPolicy::RevokeSession,
+    };
+    match presented {
+        Presented::Current => {
+            if !policy.rotation || since_rotation < policy.min_rotation_interval_ms {
+                Decision::Batch {
+                    mark_used: policy.recovery_window_ms > 0 && !s.successor_used,
+                }
+            } else {
+                Decision::Rotate(SessionState {
+                    generation: s.generation + 1,
+                    created_at_ms: s.created_at_ms,
+                    // A clock that stepped back never moves the rotation (or expiry) back.
+                    rotated_at_ms: now_ms.max(s.rotated_at_ms),
+                    successor_used: false,
+                })
+            }
+        }
+        Presented::Previous if since_rotation < policy.batch_window_ms => {
+            Decision::Batch { mark_used: false }
+        }
+        Presented::Previous if since_rotation < policy.recovery_window_ms && !s.successor_used => {
+            Decision::Batch { mark_used: false }
+        }
+        Presented::Previous | Presented::Older => replayed,
+        Presented::Unrecognised => Decision::InvalidToken,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1000;
+
+    fn policy() -> Policy {
+        Policy {
+            batch_window_ms: 5 * SEC,
+            min_rotation_interval_ms: 0,
+            rotation: true,
+            recovery_window_ms: 0,
+            token_lifespan_ms: 100 * SEC,
+            max_age_ms: u64::MAX,
+            replay_policy: ReplayPolicy::Reject,
+        }
+    }
+
+    fn state(g: u64, rotated: u64) -> SessionState {
+        SessionState {
+            generation: g,
+            created_at_ms: 0,
+            rotated_at_ms: rotated,
+            successor_used: false,
+        }
+    }
+
+    #[test]
+    fn expiry_is_checked_before_the_token() {
+        let p = policy();
+        for presented in [Presented::Current, Presented::Unrecognised] {
+            assert_eq!(
+                decide(&p, &state(3, 0), presented, 100 * SEC),
+                Decision::Expired
+            );
+        }
+        assert_ne!(
+            decide(&p, &state(3, 0), Presented::Current, 100 * SEC - 1),
+            Decision::Expired
+        );
+    }
+
+    #[test]
+    fn expiry_is_capped_by_max_age() {
+        let p = Policy {
+            max_age_ms: 30 * SEC,
+            ..policy()
+        };
+        assert_eq!(p.expiry_ms(&state(1, 20 * SEC)), 30 * SEC);
+        assert_eq!(p.expiry_ms(&state(1, 0)), 30 * SEC);
+        let long = Policy {
+            max_age_ms: 1000 * SEC,
+            ..policy()
+        };
+        assert_eq!(long.expiry_ms(&state(1, 20 * SEC)), 120 * SEC);
+    }
+
+    #[test]
+    fn current_rotates_and_keeps_rotation_time_monotonic() {
+        let p = policy();
+        let Decision::Rotate(next) = decide(&p, &state(4, 10 * SEC), Presented::Current, 12 * SEC)
+        else {
+            panic!("expected a rotation");
+        };
+        assert_eq!((next.generation, next.rotated_at_ms), (5, 12 * SEC));
+        // The clock stepped back: the rotation time stays where it was.
+        let Decision::Rotate(back) = decide(&p, &state(4, 10 * SEC), Presented::Current, 9 * SEC)
+        else {
+            panic!("expected a rotation");
+        };
+        assert_eq!(back.rotated_at_ms, 10 * SEC);
+    }
+
+    #[test]
+    fn current_batches_inside_min_interval_or_with_rotation_off() {
+        let p = Policy {
+            min_rotation_interval_ms: 5 * SEC,
+            ..policy()
+        };
+        assert_eq!(
+            decide(&p, &state(1, 10 * SEC), Presented::Current, 14_999),
+            Decision::Batch { mark_used: false }
+        );
+        assert!(matches!(
+            decide(&p, &state(1, 10 * SEC), Presented::Current, 15 * SEC),
+            Decision::Rotate(_)
+        ));
+        let off = Policy {
+            rotation: false,
+            ..policy()
+        };
+        assert_eq!(
+            decide(&off, &state(1, 0), Presented::Current, 50 * SEC),
+            Decision::Batch { mark_used: false }
+        );
+        let recovering = Policy {
+            rotation: false,
+            recovery_window_ms: SEC,
+            ..policy()
+        };
+        assert_eq!(
+            decide(&recovering, &state(1, 0), Presented::Current, 50 * SEC),
+            Decision::Batch { mark_used: true }
+        );
+    }
+
+    #[test]
+    fn previous_batches_inside_the_window_then_is_replayed() {
+        let p = policy();
+        assert_eq!(
+            decide(&p, &state(2, 10 * SEC), Presented::Previous, 14_999),
+            Decision::Batch { mark_used: false }
+        );
+        assert_eq!(
+            decide(&p, &state(2, 10 * SEC), Presented::Previous, 15 * SEC),
+            Decision::Replayed { revoke: false }
+        );
+        let revoking = Policy {
+            replay_policy: ReplayPolicy::RevokeSession,
+            ..policy()
+        };
+        assert_eq!(
+            decide(&revoking, &state(2, 10 * SEC), Presented::Older, 11 * SEC),
+            Decision::Replayed { revoke: true }
+        );
+    }
+
+    #[test]
+    fn recovery_window_honours_previous_only_while_successor_unused() {
+        let p = Policy {
+            recovery_window_ms: 60 * SEC,
+            ..policy()
+        };
+        let unused = state(2, 10 * SEC);
+        let used = SessionState {
+            successor_used: true,
+            ..unused
+        };
+        assert_eq!(
+            decide(&p, &unused, Presented::Previous, 69_999),
+            Decision::Batch { mark_used: false }
+        );
+        assert_eq!(
+            decide(&p, &unused, Presented::Previous, 70 * SEC),
+            Decision::Replayed { revoke: false }
+        );
+        assert_eq!(
+            decide(&p, &used, Presented::Previous, 20 * SEC),
+            Decision::Replayed { revoke: false }
+        );
+        // Inside W the successor's use does not matter.
+        assert_eq!(
+            decide(&p, &used, Presented::Previous, 12 * SEC),
+            Decision::Batch { mark_used: false }
+        );
+    }
+
+    #[test]
+    fn unrecognised_is_invalid() {
+        assert_eq!(
+            decide(&policy(), &state(0, 0), Presented::Unrecognised, 1),
+            Decision::InvalidToken
+        );
+    }
+}

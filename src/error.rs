@@ -1,0 +1,99 @@
+//! Why a call was refused.
+
+use std::fmt;
+
+/// Input that can never name a session or a token: refused before any lookup, with
+/// nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InputError {
+    /// The uid is empty.
+    EmptyUid,
+    /// The uid is longer than [`MAX_UID_LEN`](crate::MAX_UID_LEN) bytes.
+    UidTooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The client id is not 16 characters of URL-safe base64.
+    MalformedClient,
+    /// The token is not 22 characters of canonical URL-safe base64.
+    MalformedToken,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputError::EmptyUid => f.write_str("uid is empty"),
+            InputError::UidTooLong { len } => {
+                write!(f, "uid is {len} bytes, more than {}", crate::MAX_UID_LEN)
+            }
+            InputError::MalformedClient => {
+                f.write_str("client id is not 16 characters of url-safe base64")
+            }
+            InputError::MalformedToken => {
+                f.write_str("token is not 22 characters of url-safe base64")
+            }
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Why `authenticate` refused a credential. The embedding application logs and
+/// counts the reason; an HTTP layer answers every one of them with the same 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// No such session: never issued, revoked, evicted or already removed.
+    UnknownSession,
+    /// The session had expired; it is removed.
+    Expired,
+    /// A genuine but retired token, presented too late. Under
+    /// [`ReplayPolicy::RevokeSession`](crate::ReplayPolicy::RevokeSession) the session is revoked.
+    Replayed,
+    /// Not a token of this session (wrong, malformed, empty or oversized).
+    InvalidToken,
+    /// The uid or client id cannot name any session.
+    BadInput(InputError),
+}
+
+impl Rejection {
+    /// A short stable name for metrics labels: `unknown_session`, `expired`,
+    /// `replayed`, `invalid_token` or `bad_input`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::UnknownSession => "unknown_session",
+            Rejection::Expired => "expired",
+            Rejection::Replayed => "replayed",
+            Rejection::InvalidToken => "invalid_token",
+            Rejection::BadInput(_) => "bad_input",
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::UnknownSession => f.write_str("unknown session"),
+            Rejection::Expired => f.write_str("session expired"),
+            Rejection::Replayed => f.write_str("retired token replayed"),
+            Rejection::InvalidToken => f.write_str("invalid token"),
+            Rejection::BadInput(e) => write!(f, "bad input: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Rejection::BadInput(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<InputError> for Rejection {
+    fn from(e: InputError) -> Self {
+        Rejection::BadInput(e)
+    }
+}
