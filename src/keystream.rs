@@ -22,7 +22,7 @@ use crate::decision::Presented;
 
 /// How many generations older than `T(g-1)` the store still recognises as genuine
 /// (and answers `Replayed`); older ones are indistinguishable from garbage.
-pub(crate) const REPLAY_DEPTH: u64 = 8;
+pub const REPLAY_DEPTH: u64 = 8;
 
 const TOKENS_PER_BLOCK: u64 = 4;
 const WINDOW: usize = 16;

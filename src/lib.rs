@@ -11,6 +11,7 @@ pub mod decision;
 mod error;
 mod index;
 mod keystream;
+pub mod model;
 mod rng;
 mod session;
 mod state;
@@ -25,5 +26,6 @@ pub use config::{
 };
 pub use credentials::{Authenticated, Credentials, SessionInfo};
 pub use error::{InputError, Rejection};
+pub use keystream::REPLAY_DEPTH;
 pub use stats::Stats;
 pub use store::Store;

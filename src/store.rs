@@ -8,7 +8,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::codec::{check_uid, ClientId, Token, CLIENT_BYTES};
 use crate::config::{Builder, Config};
 use crate::credentials::{Authenticated, Credentials, SessionInfo};
-use crate::decision::{decide, Decision, Presented, SessionState};
+use crate::decision::{decide, Decision, Policy, Presented, SessionState};
 use crate::error::{InputError, Rejection};
 use crate::index::{Shard, Slot, Writer};
 use crate::keystream::{MasterKey, Window};
@@ -390,6 +390,21 @@ impl<C: Clock> Store<C> {
             .collect();
         out.sort_by_key(|(stream, _)| *stream);
         Ok(out.into_iter().map(|(_, info)| info).collect())
+    }
+
+    /// The decision table's settings this store runs with.
+    pub fn policy(&self) -> &Policy {
+        &self.config.policy
+    }
+
+    /// The most live sessions one user may hold.
+    pub fn max_clients_per_user(&self) -> usize {
+        self.config.max_clients_per_user
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
     }
 
     /// Sessions held (see [`Stats::live`]). Sums one counter per shard.
