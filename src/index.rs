@@ -143,15 +143,6 @@ impl Shard {
             hash,
         }
     }
-
-    /// Takes the writer lock only if it is free, for cleanup that may be skipped.
-    pub(crate) fn try_write<'s>(&'s self, hash: &'s dyn Fn(&str) -> u64) -> Option<Writer<'s>> {
-        self.books.try_lock().ok().map(|books| Writer {
-            shard: self,
-            books,
-            hash,
-        })
-    }
 }
 
 impl Drop for Shard {

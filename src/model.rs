@@ -260,7 +260,9 @@ impl Model {
                 };
                 expect("authenticate", &expected, got)?;
                 if mark_used {
-                    self.sessions.get_mut(&key).map(|s| s.used = true);
+                    if let Some(s) = self.sessions.get_mut(&key) {
+                        s.used = true;
+                    }
                 }
                 Ok(())
             }

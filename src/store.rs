@@ -247,12 +247,10 @@ impl<C: Clock> Store<C> {
                 }
             };
             let decision = decide(policy, &st, kind, now);
+            // Out of generations (`pack` refuses): the session ends rather than mint a
+            // token twice.
             let next = match decision {
-                Decision::Rotate(next) => match Word::pack(&next) {
-                    Some(w) => Some(w),
-                    // Out of generations: end the session rather than mint a token twice.
-                    None => None,
-                },
+                Decision::Rotate(next) => Word::pack(&next),
                 _ => None,
             };
             match (decision, next) {
@@ -263,7 +261,6 @@ impl<C: Clock> Store<C> {
                     }
                     ended(c);
                     bump(&c.expired);
-                    self.unlink_soon(shard, hash, session, &guard);
                     return Err(Rejection::Expired);
                 }
                 (Decision::Rotate(_), Some(next_word)) => {
@@ -300,7 +297,6 @@ impl<C: Clock> Store<C> {
                         }
                         ended(c);
                         bump(&c.revoked);
-                        self.unlink_soon(shard, hash, session, &guard);
                     }
                     bump(&c.replayed);
                     return Err(Rejection::Replayed);
@@ -503,18 +499,6 @@ impl<C: Clock> Store<C> {
                 Settled::Removed
             }
             Err(_) => Settled::Raced,
-        }
-    }
-
-    /// Unlinks a session `authenticate` just killed, if the shard's writer lock is free
-    /// right now; otherwise the next writer or sweep does it. Never waits.
-    fn unlink_soon(&self, shard: &ShardSlot, hash: u64, session: &Session, guard: &Guard) {
-        let hasher = |u: &str| self.hash(u);
-        let writer = shard.index.try_write(&hasher);
-        if let Some(mut w) = writer {
-            if let Some(slot) = w.slot_of(hash, session, guard) {
-                w.remove(slot, guard);
-            }
         }
     }
 }

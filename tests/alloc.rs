@@ -1,0 +1,135 @@
+//! Allocation accounting with a counting global allocator: `authenticate` allocates
+//! nothing on any path, and a live session costs at most 160 bytes including the index.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+use baton::{ManualClock, ReplayPolicy, Store};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+static NET_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards every call to `System` unchanged; the bookkeeping touches only a
+// const-initialised thread-local `Cell` (no allocation, no destructor) and an atomic.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        NET_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        NET_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: `ptr` was allocated by `System` with `layout`, per the caller.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        NET_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: as for `dealloc` and `alloc`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_in(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+#[test]
+fn authenticate_never_allocates() {
+    let clock = ManualClock::default();
+    let store = Store::builder()
+        .clock(clock.clone())
+        .recovery_window(Duration::from_secs(60))
+        .replay_policy(ReplayPolicy::RevokeSession)
+        .build()
+        .unwrap();
+    let uid = "alloc@example.com";
+    let issued: Vec<(String, String)> = (0..5)
+        .map(|_| {
+            let c = store.issue(uid).unwrap();
+            (
+                c.client().as_str().to_owned(),
+                c.token().as_str().to_owned(),
+            )
+        })
+        .collect();
+    let huge = "A".repeat(100_000);
+    // Warm-up: the thread's first epoch pin registers it with the collector.
+    let _ = store.authenticate(uid, &issued[4].0, "x");
+
+    let mut token = issued[0].1.clone();
+    let mut previous = String::with_capacity(22);
+    let mut next = [0u8; 22];
+    let n = allocations_in(|| {
+        for _ in 0..20_000 {
+            // Rotate, then batch with the retired token, then garbage of every shape.
+            let a = store.authenticate(uid, &issued[0].0, &token).unwrap();
+            assert!(a.is_rotated());
+            next.copy_from_slice(a.credentials().token().as_str().as_bytes());
+            // The token just retired batches onto its successor.
+            let b = store.authenticate(uid, &issued[0].0, &token).unwrap();
+            assert!(!b.is_rotated());
+            let _ = store.authenticate(uid, &issued[0].0, "not a token");
+            let _ = store.authenticate(uid, &issued[0].0, &huge);
+            let _ = store.authenticate(uid, "AAAAAAAAAAAAAAAA", &token);
+            let _ = store.authenticate("", &issued[0].0, &token);
+            previous.clear();
+            previous.push_str(&token);
+            token.clear();
+            token.push_str(std::str::from_utf8(&next).unwrap());
+        }
+        // Expiry and the revoking replay policy end sessions: still no allocation.
+        clock.advance(Duration::from_secs(61));
+        let _ = store.authenticate(uid, &issued[0].0, &previous);
+        clock.advance(Duration::from_secs(15 * 86_400));
+        let _ = store.authenticate(uid, &issued[2].0, &issued[2].1);
+    });
+    assert_eq!(n, 0, "authenticate allocated {n} times");
+    let stats = store.stats();
+    assert_eq!(stats.rotated, 20_000);
+    assert_eq!(
+        (stats.expired, stats.replayed, stats.revoked),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+}
+
+/// Memory per live session at one million sessions of 20-byte uids, one session each,
+/// counted as bytes requested from the allocator (index and sessions; malloc's own
+/// headers come on top, about 16 bytes per session with glibc).
+#[test]
+fn a_session_costs_at_most_160_bytes() {
+    const N: usize = 1_000_000;
+    let uids: Vec<String> = (0..N).map(|i| format!("user{i:011}@x.io")).collect();
+    assert_eq!(uids[0].len(), 20);
+    let before = NET_BYTES.load(Ordering::Relaxed);
+    let store = Store::new();
+    for uid in &uids {
+        store.issue(uid).unwrap();
+    }
+    // Let the epoch collector free the tables that growth retired.
+    for _ in 0..1000 {
+        crossbeam_epoch::pin().flush();
+    }
+    let per_session = (NET_BYTES.load(Ordering::Relaxed) - before) as f64 / N as f64;
+    println!("bytes per live session at {N}: {per_session:.1}");
+    assert_eq!(store.len(), N);
+    assert!(per_session <= 160.0, "{per_session:.1} bytes per session");
+}
