@@ -1,1 +1,97 @@
-fn main() {}
+//! baton-demo: a devise_token_auth-compatible server over a baton store.
+//!
+//! Run it with `cargo run --release -p baton-demo` (add `-- --help` for the flags). It
+//! listens on 127.0.0.1:3000 and, unless `--user EMAIL:PASSWORD` is given, prints a
+//! demo user to sign in as:
+//!
+//! ```text
+//! curl -si -X POST localhost:3000/auth/sign_in -H 'content-type: application/json' \
+//!      -d '{"email":"demo@example.com","password":"demo-password"}'
+//! ```
+//!
+//! then send the `access-token`, `client` and `uid` headers it answers to
+//! `GET /api/me`, and the new ones each answer carries to the next request.
+//! SIGINT or SIGTERM stop it after in-flight requests finish.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use baton_demo::users::HashCost;
+use baton_demo::{cli, serve, Cli};
+use clap::Parser;
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Cli::parse();
+    init_log(args.verbose);
+    let state = match args.state(HashCost::DEFAULT) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {} (--listen): {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().map_or(args.listen, |a| a);
+    println!("baton-demo listening on http://{addr}");
+    if args.users.is_empty() {
+        let (email, password) = cli::DEMO_USER;
+        println!("demo user: {email} / password: {password}");
+    }
+    match serve(listener, Arc::new(state), stop_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            // Without a SIGTERM handler, SIGINT still stops the server.
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// Log lines to stderr: info and up, debug with `--verbose`. Nothing logged carries
+/// a token or password.
+fn init_log(verbose: bool) {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.target().starts_with("baton")
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            if self.enabled(r.metadata()) {
+                eprintln!("[{}] {}", r.level(), r.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+    static LOGGER: Stderr = Stderr;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(if verbose {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Info
+        });
+    }
+}

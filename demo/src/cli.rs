@@ -1,0 +1,154 @@
+//! The command line: flags, their defaults, and turning them into an [`AppState`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use baton::{ConfigError, ReplayPolicy, Store};
+use clap::{Parser, ValueEnum};
+
+use crate::app::AppState;
+use crate::cors::Cors;
+use crate::users::{HashCost, Users};
+
+/// The address and password of the user added when no `--user` is given.
+pub const DEMO_USER: (&str, &str) = ("demo@example.com", "demo-password");
+
+/// A devise_token_auth-compatible server over a baton store.
+#[derive(Debug, Parser)]
+#[command(name = "baton-demo", version, about)]
+pub struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    /// How long a retired token still answers with the current one (batch window), in ms.
+    #[arg(long, default_value_t = 5000)]
+    pub batch_window_ms: u64,
+    /// A current token presented sooner than this after a rotation does not rotate, in ms.
+    #[arg(long, default_value_t = 0)]
+    pub min_rotation_interval_ms: u64,
+    /// How long a retired token stays usable while its successor was never presented, in ms (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub recovery_window_ms: u64,
+    /// A session expires this long after its last rotation, in seconds.
+    #[arg(long, default_value_t = 14 * 24 * 3600)]
+    pub token_lifespan_secs: u64,
+    /// Sessions one user may hold; signing in past it ends the one expiring first.
+    #[arg(long, default_value_t = 10)]
+    pub max_clients_per_user: usize,
+    /// What a replayed retired token does to its session.
+    #[arg(long, value_enum, default_value_t = Replay::Reject)]
+    pub replay_policy: Replay,
+    /// A user who may sign in, as EMAIL:PASSWORD (repeatable). Given any, no demo user is added.
+    #[arg(long = "user", value_name = "EMAIL:PASSWORD", value_parser = parse_user)]
+    pub users: Vec<UserArg>,
+    /// Origins allowed to read responses (CORS), comma-separated; `*` for any.
+    #[arg(long, default_value = "*", value_parser = Cors::parse)]
+    pub allowed_origins: Cors,
+    /// Log each refused credential's reason (never the credential) to stderr.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// `--replay-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Replay {
+    /// Refuse the request; the session lives on.
+    Reject,
+    /// Refuse the request and end the session: a replay is taken as a theft.
+    Revoke,
+}
+
+/// One `--user`. The password is dropped once hashed; `Debug` never shows it.
+#[derive(Clone)]
+pub struct UserArg {
+    /// The address.
+    pub email: String,
+    password: String,
+}
+
+impl fmt::Debug for UserArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserArg({}:<redacted>)", self.email)
+    }
+}
+
+fn parse_user(s: &str) -> Result<UserArg, String> {
+    // Split at the first colon: addresses have none, passwords may.
+    match s.split_once(':') {
+        Some((email, password)) if !email.is_empty() && !password.is_empty() => Ok(UserArg {
+            email: email.to_owned(),
+            password: password.to_owned(),
+        }),
+        _ => Err("expected EMAIL:PASSWORD, both non-empty".to_owned()),
+    }
+}
+
+/// A flag whose value the store or the user table refused.
+#[derive(Debug)]
+pub struct FlagError {
+    /// The flag, such as `--batch-window-ms`.
+    pub flag: &'static str,
+    /// What is wrong with its value.
+    pub message: String,
+}
+
+impl fmt::Display for FlagError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid value for {}: {}", self.flag, self.message)
+    }
+}
+
+impl std::error::Error for FlagError {}
+
+/// The flag that sets a store setting, so errors name what the user typed.
+fn flag_of(e: &ConfigError) -> &'static str {
+    match e.setting() {
+        "batch_window" => "--batch-window-ms",
+        "min_rotation_interval" => "--min-rotation-interval-ms",
+        "recovery_window" => "--recovery-window-ms",
+        "token_lifespan" => "--token-lifespan-secs",
+        "max_clients_per_user" => "--max-clients-per-user",
+        // Settings the demo does not expose; not reachable from its flags.
+        _ => "a store setting",
+    }
+}
+
+impl Cli {
+    /// Builds the store and the users. Hashing costs `cost` per password.
+    pub fn state(&self, cost: HashCost) -> Result<AppState, FlagError> {
+        let store = Store::builder()
+            .batch_window(Duration::from_millis(self.batch_window_ms))
+            .min_rotation_interval(Duration::from_millis(self.min_rotation_interval_ms))
+            .recovery_window(Duration::from_millis(self.recovery_window_ms))
+            .token_lifespan(Duration::from_secs(self.token_lifespan_secs))
+            .max_clients_per_user(self.max_clients_per_user)
+            .replay_policy(match self.replay_policy {
+                Replay::Reject => ReplayPolicy::Reject,
+                Replay::Revoke => ReplayPolicy::RevokeSession,
+            })
+            .build()
+            .map_err(|e| FlagError {
+                flag: flag_of(&e),
+                message: e.to_string(),
+            })?;
+        let mut users = Users::new(cost);
+        let given: Vec<(&str, &str)> = if self.users.is_empty() {
+            vec![DEMO_USER]
+        } else {
+            self.users
+                .iter()
+                .map(|u| (u.email.as_str(), u.password.as_str()))
+                .collect()
+        };
+        for (email, password) in given {
+            users.add(email, password).map_err(|e| FlagError {
+                flag: "--user",
+                message: format!("{email}: {e}"),
+            })?;
+        }
+        let mut state = AppState::new(store, users);
+        state.cors = self.allowed_origins.clone();
+        Ok(state)
+    }
+}

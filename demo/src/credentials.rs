@@ -1,0 +1,348 @@
+//! Reading a request's credentials from its headers: devise_token_auth's separate
+//! `access-token`, `client` and `uid` headers, or the same values packed into
+//! `Authorization: Bearer <base64 of JSON>`.
+//!
+//! [`extract`] is pure and total: it never panics and refuses oversized input before
+//! decoding any of it, so a fuzz target may feed it anything.
+
+use std::fmt;
+
+use base64ct::{Base64, Base64Unpadded, Base64Url, Base64UrlUnpadded, Encoding};
+use http::header::{HeaderMap, AUTHORIZATION};
+
+/// The longest `access-token` or `client` value read. Real ones are 22 and 16
+/// characters; anything much longer cannot be a credential.
+pub const MAX_SECRET_LEN: usize = 64;
+/// The longest `uid` value read: baton's own limit on a uid.
+pub const MAX_UID_LEN: usize = baton::MAX_UID_LEN;
+/// The longest `Authorization` value read. devise_token_auth's packed form of the
+/// longest acceptable values, with its `token-type` and `expiry`, fits well within it.
+pub const MAX_AUTHORIZATION_LEN: usize = 1024;
+
+/// The credentials a request presented. The token is a secret: `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RequestCredentials {
+    /// The `uid` value.
+    pub uid: String,
+    /// The `client` value.
+    pub client: String,
+    /// The `access-token` value. Secret.
+    pub token: String,
+}
+
+impl fmt::Debug for RequestCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestCredentials")
+            .field("uid", &self.uid)
+            .field("client", &self.client)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why a request's credentials could not be read. The server answers each of these
+/// with the same 401 as a rejected token; the variant is for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// None of `access-token`, `client`, `uid` or `Authorization` is present.
+    Missing,
+    /// Some but not all of the three values are present.
+    Incomplete {
+        /// The first value missing.
+        field: &'static str,
+    },
+    /// A value is longer than its limit.
+    TooLong {
+        /// The header or field.
+        field: &'static str,
+    },
+    /// A value is not UTF-8, or the same header is sent twice with different values.
+    Malformed {
+        /// The header or field.
+        field: &'static str,
+    },
+    /// `Authorization` is not `Bearer` followed by base64 of a JSON object of strings.
+    BadAuthorization,
+}
+
+impl CredentialError {
+    /// A short stable name for metrics labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CredentialError::Missing => "missing_credentials",
+            CredentialError::Incomplete { .. }
+            | CredentialError::TooLong { .. }
+            | CredentialError::Malformed { .. }
+            | CredentialError::BadAuthorization => "malformed_credentials",
+        }
+    }
+}
+
+impl fmt::Display for CredentialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialError::Missing => f.write_str("no credentials"),
+            CredentialError::Incomplete { field } => write!(f, "{field} is missing"),
+            CredentialError::TooLong { field } => write!(f, "{field} is too long"),
+            CredentialError::Malformed { field } => write!(f, "{field} is malformed"),
+            CredentialError::BadAuthorization => {
+                f.write_str("authorization is not bearer base64 of a json object")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CredentialError {}
+
+const FIELDS: [(&str, usize); 3] = [
+    ("access-token", MAX_SECRET_LEN),
+    ("client", MAX_SECRET_LEN),
+    ("uid", MAX_UID_LEN),
+];
+
+/// Reads the credentials a request presents.
+///
+/// Each of `access-token`, `client` and `uid` comes from its own header when present,
+/// and otherwise from the `Authorization: Bearer` JSON, as devise_token_auth reads them.
+/// Header names are case-insensitive (`HeaderMap` folds them); `token-type` and
+/// `expiry` are not needed and not read.
+pub fn extract(headers: &HeaderMap) -> Result<RequestCredentials, CredentialError> {
+    let mut found: [Option<String>; 3] = [None, None, None];
+    for (slot, (name, max)) in found.iter_mut().zip(FIELDS) {
+        *slot = single_header(headers, name, max)?;
+    }
+    if found.iter().any(Option::is_none) {
+        match single_header(headers, AUTHORIZATION.as_str(), MAX_AUTHORIZATION_LEN)? {
+            Some(auth) => {
+                let packed = unpack_authorization(&auth)?;
+                for (slot, value) in found.iter_mut().zip(packed) {
+                    if slot.is_none() {
+                        *slot = value;
+                    }
+                }
+            }
+            None if found.iter().all(Option::is_none) => return Err(CredentialError::Missing),
+            None => {}
+        }
+    }
+    let [token, client, uid] = found;
+    let missing = |field| CredentialError::Incomplete { field };
+    Ok(RequestCredentials {
+        token: token.ok_or(missing("access-token"))?,
+        client: client.ok_or(missing("client"))?,
+        uid: uid.ok_or(missing("uid"))?,
+    })
+}
+
+/// The one value of header `name`, checked for length before anything else. Repeats of
+/// one value are tolerated (proxies duplicate headers); different values are not, since
+/// which one a client meant is unknowable.
+fn single_header(
+    headers: &HeaderMap,
+    name: &'static str,
+    max: usize,
+) -> Result<Option<String>, CredentialError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    // Bounded: the server caps the number and size of headers before this runs.
+    if values.any(|v| v != first) {
+        return Err(CredentialError::Malformed { field: name });
+    }
+    let bytes = first.as_bytes();
+    if bytes.len() > max {
+        return Err(CredentialError::TooLong { field: name });
+    }
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| CredentialError::Malformed { field: name })?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// Decodes `Bearer <base64 of {"access-token": .., "client": .., "uid": ..}>` into the
+/// three values, in `FIELDS` order. devise_token_auth writes standard base64 with
+/// padding; the URL-safe alphabet and unpadded forms are accepted too.
+fn unpack_authorization(value: &str) -> Result<[Option<String>; 3], CredentialError> {
+    let (scheme, rest) = value
+        .split_once(' ')
+        .ok_or(CredentialError::BadAuthorization)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(CredentialError::BadAuthorization);
+    }
+    let encoded = rest.trim();
+    let json = Base64::decode_vec(encoded)
+        .or_else(|_| Base64Url::decode_vec(encoded))
+        .or_else(|_| Base64Unpadded::decode_vec(encoded))
+        .or_else(|_| Base64UrlUnpadded::decode_vec(encoded))
+        .map_err(|_| CredentialError::BadAuthorization)?;
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&json).map_err(|_| CredentialError::BadAuthorization)?;
+    let object = parsed
+        .as_object()
+        .ok_or(CredentialError::BadAuthorization)?;
+    let mut out: [Option<String>; 3] = [None, None, None];
+    for (slot, (name, max)) in out.iter_mut().zip(FIELDS) {
+        match object.get(name) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(s)) if s.len() > max => {
+                return Err(CredentialError::TooLong { field: name })
+            }
+            Some(serde_json::Value::String(s)) if !s.trim().is_empty() => {
+                *slot = Some(s.trim().to_owned());
+            }
+            Some(serde_json::Value::String(_)) => {}
+            Some(_) => return Err(CredentialError::BadAuthorization),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, HeaderValue::from_bytes(value).unwrap());
+        }
+        h
+    }
+
+    const TOKEN: &str = "AAAAAAAAAAAAAAAAAAAAAA";
+    const CLIENT: &str = "BBBBBBBBBBBBBBBB";
+
+    fn bearer(json: &str) -> Vec<u8> {
+        format!("Bearer {}", Base64::encode_string(json.as_bytes())).into_bytes()
+    }
+
+    #[test]
+    fn reads_the_three_headers() {
+        let c = extract(&headers(&[
+            ("access-token", TOKEN.as_bytes()),
+            ("client", CLIENT.as_bytes()),
+            ("uid", b"a@example.com"),
+        ]))
+        .unwrap();
+        assert_eq!(c.token, TOKEN);
+        assert_eq!(c.client, CLIENT);
+        assert_eq!(c.uid, "a@example.com");
+    }
+
+    #[test]
+    fn reads_the_authorization_form_in_every_alphabet() {
+        let json = format!(
+            r#"{{"access-token":"{TOKEN}","token-type":"Bearer","client":"{CLIENT}","expiry":"1700000000","uid":"ü?>@example.com"}}"#
+        );
+        let encodings = [
+            Base64::encode_string(json.as_bytes()),
+            Base64Url::encode_string(json.as_bytes()),
+            Base64UrlUnpadded::encode_string(json.as_bytes()),
+        ];
+        // The uid's bytes were chosen so that the two alphabets differ.
+        assert_ne!(encodings[0], encodings[1]);
+        for enc in encodings {
+            let value = format!("bearer {enc}");
+            let c = extract(&headers(&[("authorization", value.as_bytes())])).unwrap();
+            assert_eq!(
+                (c.token.as_str(), c.client.as_str(), c.uid.as_str()),
+                (TOKEN, CLIENT, "ü?>@example.com")
+            );
+        }
+    }
+
+    #[test]
+    fn separate_headers_win_over_authorization_field_by_field() {
+        let json = format!(r#"{{"access-token":"{TOKEN}","client":"{CLIENT}","uid":"x@y"}}"#);
+        let c = extract(&headers(&[
+            ("authorization", &bearer(&json)),
+            ("uid", b"z@y"),
+        ]))
+        .unwrap();
+        assert_eq!((c.token.as_str(), c.uid.as_str()), (TOKEN, "z@y"));
+    }
+
+    #[test]
+    fn refuses_what_is_missing_long_or_malformed() {
+        let long = vec![b'a'; MAX_SECRET_LEN + 1];
+        let cases: Vec<(HeaderMap, CredentialError)> = vec![
+            (headers(&[]), CredentialError::Missing),
+            (
+                headers(&[("access-token", b"x"), ("uid", b"u")]),
+                CredentialError::Incomplete { field: "client" },
+            ),
+            (
+                headers(&[("access-token", &long), ("client", b"c"), ("uid", b"u")]),
+                CredentialError::TooLong {
+                    field: "access-token",
+                },
+            ),
+            (
+                headers(&[
+                    ("access-token", b"x"),
+                    ("client", b"c"),
+                    ("uid", b"\xff\xfe"),
+                ]),
+                CredentialError::Malformed { field: "uid" },
+            ),
+            (
+                headers(&[
+                    ("access-token", b"x"),
+                    ("access-token", b"y"),
+                    ("client", b"c"),
+                    ("uid", b"u"),
+                ]),
+                CredentialError::Malformed {
+                    field: "access-token",
+                },
+            ),
+            (
+                headers(&[("authorization", b"Basic Zm9vOmJhcg==")]),
+                CredentialError::BadAuthorization,
+            ),
+            (
+                headers(&[("authorization", b"Bearer !!!notbase64")]),
+                CredentialError::BadAuthorization,
+            ),
+            (
+                headers(&[("authorization", &bearer("{not json"))]),
+                CredentialError::BadAuthorization,
+            ),
+            (
+                headers(&[("authorization", &bearer(r#"["a"]"#))]),
+                CredentialError::BadAuthorization,
+            ),
+            (
+                headers(&[("authorization", &bearer(r#"{"uid": 7}"#))]),
+                CredentialError::BadAuthorization,
+            ),
+            (
+                headers(&[("authorization", &vec![b'B'; MAX_AUTHORIZATION_LEN + 1])]),
+                CredentialError::TooLong {
+                    field: "authorization",
+                },
+            ),
+        ];
+        for (h, want) in cases {
+            assert_eq!(extract(&h), Err(want), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn debug_redacts_the_token() {
+        let c = RequestCredentials {
+            uid: "u".into(),
+            client: CLIENT.into(),
+            token: TOKEN.into(),
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains(TOKEN), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+}

@@ -1,0 +1,99 @@
+//! `/metrics`: the store's counters, and the server's own, as Prometheus text.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use baton::Stats;
+
+/// Rejections the server makes before the store sees a credential. Only refused
+/// requests touch these, so one shared counter each costs nothing on the good path.
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    /// Protected requests without any credentials.
+    pub missing_credentials: AtomicU64,
+    /// Protected requests whose credentials could not be read.
+    pub malformed_credentials: AtomicU64,
+    /// Sign-ins refused for a wrong address or password.
+    pub sign_in_failures: AtomicU64,
+}
+
+impl ServerCounters {
+    /// Counts one event; Relaxed because counters order nothing.
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Renders the text exposition format.
+pub fn render(s: &Stats, server: &ServerCounters) -> String {
+    let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(2048);
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    family(
+        "baton_sessions",
+        "gauge",
+        "Sessions held: issued and not yet ended.",
+        &[("", s.live)],
+    );
+    family(
+        "baton_sign_ins_total",
+        "counter",
+        "Sessions issued.",
+        &[("", s.issued)],
+    );
+    family(
+        "baton_rotations_total",
+        "counter",
+        "Requests that rotated their session's token.",
+        &[("", s.rotated)],
+    );
+    family(
+        "baton_batched_total",
+        "counter",
+        "Requests answered with the session's current token without rotating.",
+        &[("", s.batched)],
+    );
+    family(
+        "baton_rejections_total",
+        "counter",
+        "Requests refused with 401, by reason.",
+        &[
+            ("{reason=\"unknown_session\"}", s.unknown_session),
+            ("{reason=\"expired\"}", s.expired),
+            ("{reason=\"replayed\"}", s.replayed),
+            ("{reason=\"invalid_token\"}", s.invalid_token),
+            ("{reason=\"bad_input\"}", s.bad_input),
+            (
+                "{reason=\"missing_credentials\"}",
+                r(&server.missing_credentials),
+            ),
+            (
+                "{reason=\"malformed_credentials\"}",
+                r(&server.malformed_credentials),
+            ),
+        ],
+    );
+    family(
+        "baton_sessions_ended_total",
+        "counter",
+        "Sessions ended other than by expiry on use, by how.",
+        &[
+            ("{how=\"revoked\"}", s.revoked),
+            ("{how=\"evicted\"}", s.evicted),
+            ("{how=\"swept\"}", s.swept),
+        ],
+    );
+    family(
+        "baton_sign_in_failures_total",
+        "counter",
+        "Sign-ins refused for a wrong address or password.",
+        &[("", r(&server.sign_in_failures))],
+    );
+    out
+}

@@ -1,0 +1,246 @@
+//! The endpoints of SPEC §3 and the one authentication step in front of them.
+
+use http::header::{HeaderValue, ALLOW, ORIGIN};
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use baton::Clock;
+
+use crate::app::AppState;
+use crate::body;
+use crate::cors::Cors;
+use crate::credentials;
+use crate::metrics::{self, ServerCounters};
+use crate::reply::{self, AuthHeaders, Reply};
+use crate::users::User;
+
+const BAD_LOGIN: &str = "Invalid login credentials. Please try again.";
+const NOT_SIGNED_IN: &str = "You need to sign in or sign up before continuing.";
+const INVALID_TOKEN: &str = "Invalid login credentials";
+const SIGN_OUT_UNKNOWN: &str = "User was not found or was not logged in.";
+
+const ITEMS: [(u64, &str); 3] = [(1, "baton"), (2, "relay shoes"), (3, "stopwatch")];
+
+/// Answers one request: every answer, errors included, carries the CORS headers.
+pub async fn handle<C: Clock>(state: &AppState<C>, req: Request<Incoming>) -> Reply {
+    let origin = req.headers().get(ORIGIN).cloned();
+    let mut reply = route(state, req).await;
+    state.cors.apply(origin.as_ref(), reply.headers_mut());
+    reply
+}
+
+async fn route<C: Clock>(state: &AppState<C>, req: Request<Incoming>) -> Reply {
+    if head_size(&req) > state.limits.max_header_bytes {
+        return reply::failure(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers are too large",
+        );
+    }
+    let method = req.method().clone();
+    if method == Method::OPTIONS {
+        let mut r = reply::json(StatusCode::NO_CONTENT, &Value::Null);
+        *r.body_mut() = Default::default();
+        r.headers_mut().remove(http::header::CONTENT_TYPE);
+        Cors::preflight(r.headers_mut());
+        return r;
+    }
+    let path = req.uri().path().to_owned();
+    let allowed = match path.as_str() {
+        "/auth/sign_in" => Method::POST,
+        "/auth/sign_out" => Method::DELETE,
+        "/auth/validate_token" | "/metrics" => Method::GET,
+        p if p.starts_with("/api/") => Method::GET,
+        _ => return reply::failure(StatusCode::NOT_FOUND, "no such path"),
+    };
+    if method != allowed {
+        let mut r = reply::failure(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        r.headers_mut().insert(
+            ALLOW,
+            HeaderValue::from_str(allowed.as_str()).unwrap_or(HeaderValue::from_static("GET")),
+        );
+        return r;
+    }
+    match path.as_str() {
+        "/auth/sign_in" => sign_in(state, req).await,
+        "/auth/sign_out" => sign_out(state, &req),
+        "/metrics" => metrics_reply(state),
+        "/auth/validate_token" => authenticated(state, &req, INVALID_TOKEN, true, |user| {
+            reply::json(
+                StatusCode::OK,
+                &json!({ "success": true, "data": user_json(user) }),
+            )
+        }),
+        _ => authenticated(state, &req, NOT_SIGNED_IN, false, |user| api(&path, user)),
+    }
+}
+
+/// The request line and headers as hyper received them, near enough: what a client
+/// made the server hold in memory.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let uri = req.uri().to_string().len();
+    req.headers()
+        .iter()
+        .fold(uri + 16, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+fn user_json(user: &User) -> Value {
+    json!({
+        "id": user.id,
+        "email": user.email,
+        "uid": user.email,
+        "provider": "email",
+        "allow_password_change": false,
+    })
+}
+
+async fn sign_in<C: Clock>(state: &AppState<C>, req: Request<Incoming>) -> Reply {
+    let (parts, incoming) = req.into_parts();
+    let bytes = match body::read(&parts.headers, incoming, &state.limits).await {
+        Ok(b) => b,
+        Err(e) => return reply::failure(e.status, e.message),
+    };
+    let form = match body::parse_sign_in(&parts.headers, &bytes) {
+        Ok(f) => f,
+        Err(message) => return reply::failure(StatusCode::BAD_REQUEST, message),
+    };
+    let (Some(email), Some(password)) = (form.email, form.password) else {
+        ServerCounters::bump(&state.counters.sign_in_failures);
+        return reply::failure(StatusCode::UNAUTHORIZED, BAD_LOGIN);
+    };
+    let Some(user) = state.users.verify(&email, &password) else {
+        ServerCounters::bump(&state.counters.sign_in_failures);
+        log::debug!("sign-in refused");
+        return reply::failure(StatusCode::UNAUTHORIZED, BAD_LOGIN);
+    };
+    let headers = state
+        .store
+        .issue(&user.email)
+        .ok()
+        .and_then(|c| AuthHeaders::new(&c));
+    let Some(headers) = headers else {
+        // Users are checked to be valid uids when added, so this is unreachable; a
+        // refusal is still better than a crash.
+        return reply::failure(StatusCode::UNAUTHORIZED, BAD_LOGIN);
+    };
+    let mut r = reply::json(StatusCode::OK, &json!({ "data": user_json(user) }));
+    headers.apply(r.headers_mut());
+    r
+}
+
+/// Checks and rotates the request's credentials once, runs `handler`, and puts the
+/// session's next credentials on whatever it answers. A refusal is the same 401
+/// whatever the reason; the reason goes to the metrics and a debug line only.
+fn authenticated<C: Clock>(
+    state: &AppState<C>,
+    req: &Request<Incoming>,
+    refusal: &str,
+    devise_shape: bool,
+    handler: impl FnOnce(&User) -> Reply,
+) -> Reply {
+    let refuse = || {
+        if devise_shape {
+            reply::failure(StatusCode::UNAUTHORIZED, refusal)
+        } else {
+            reply::errors(StatusCode::UNAUTHORIZED, refusal)
+        }
+    };
+    match check(state, req) {
+        Some(ok) => {
+            let mut r = handler(ok.user);
+            ok.headers.apply(r.headers_mut());
+            r
+        }
+        None => refuse(),
+    }
+}
+
+/// A request that passed the authentication step.
+struct Checked<'s> {
+    headers: AuthHeaders,
+    user: &'s User,
+    client: String,
+}
+
+/// The one authentication step: `None` is a refusal, already counted and logged.
+fn check<'s, C: Clock>(state: &'s AppState<C>, req: &Request<Incoming>) -> Option<Checked<'s>> {
+    let presented = match credentials::extract(req.headers()) {
+        Ok(c) => c,
+        Err(e) => {
+            let counter = match e {
+                credentials::CredentialError::Missing => &state.counters.missing_credentials,
+                _ => &state.counters.malformed_credentials,
+            };
+            ServerCounters::bump(counter);
+            log::debug!("{} {}: refused: {e}", req.method(), req.uri().path());
+            return None;
+        }
+    };
+    match state
+        .store
+        .authenticate(&presented.uid, &presented.client, &presented.token)
+    {
+        Ok(ok) => {
+            let headers = AuthHeaders::new(ok.credentials())?;
+            let user = state.users.find(&presented.uid)?;
+            Some(Checked {
+                headers,
+                user,
+                client: presented.client,
+            })
+        }
+        Err(rejection) => {
+            log::debug!(
+                "{} {}: refused: {}",
+                req.method(),
+                req.uri().path(),
+                rejection.reason()
+            );
+            None
+        }
+    }
+}
+
+fn sign_out<C: Clock>(state: &AppState<C>, req: &Request<Incoming>) -> Reply {
+    // Authenticating first means a stolen client id alone cannot sign anyone out.
+    let ended = check(state, req)
+        .is_some_and(|ok| state.store.revoke(&ok.user.email, &ok.client) == Ok(true));
+    if ended {
+        let mut r = reply::json(StatusCode::OK, &json!({ "success": true }));
+        r.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        r
+    } else {
+        reply::failure(StatusCode::NOT_FOUND, SIGN_OUT_UNKNOWN)
+    }
+}
+
+fn api(path: &str, user: &User) -> Reply {
+    let item = |(id, name): (u64, &str)| json!({ "id": id, "name": name });
+    match path.trim_end_matches('/') {
+        "/api/me" => reply::json(StatusCode::OK, &json!({ "data": user_json(user) })),
+        "/api/items" => reply::json(
+            StatusCode::OK,
+            &json!({ "data": ITEMS.iter().copied().map(item).collect::<Vec<_>>() }),
+        ),
+        p => match p
+            .strip_prefix("/api/items/")
+            .and_then(|id| id.parse::<u64>().ok())
+            .and_then(|id| ITEMS.iter().copied().find(|(i, _)| *i == id))
+        {
+            Some(found) => reply::json(StatusCode::OK, &json!({ "data": item(found) })),
+            None => reply::errors(StatusCode::NOT_FOUND, "not found"),
+        },
+    }
+}
+
+fn metrics_reply<C: Clock>(state: &AppState<C>) -> Reply {
+    let mut r = http::Response::new(metrics::render(&state.store.stats(), &state.counters).into());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}

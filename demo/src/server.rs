@@ -1,0 +1,92 @@
+//! Accepting connections, serving them with hyper, sweeping, and shutting down.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::Clock;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::app::AppState;
+use crate::routes;
+
+/// hyper's read buffer, which bounds a request head before the server sees it. It is
+/// larger than [`Limits::max_header_bytes`](crate::Limits) so that most oversized
+/// heads reach the server's own check and get its JSON 431; a head past this gets
+/// hyper's bare 431.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Serves `listener` until `shutdown` completes, then stops accepting, lets every
+/// in-flight request finish (up to [`Limits::shutdown_grace`](crate::Limits)), and
+/// returns. Also sweeps expired sessions every `state.sweep_interval`.
+pub async fn serve<C: Clock + 'static>(
+    listener: TcpListener,
+    state: Arc<AppState<C>>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.limits.header_read_timeout)
+        .max_buf_size(READ_BUFFER)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    let sweeper = tokio::spawn(sweep(Arc::clone(&state)));
+    tokio::pin!(shutdown);
+
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    log::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small responses: send each at once instead of waiting for more to coalesce.
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        let service = service_fn(move |req| {
+            let state = Arc::clone(&state);
+            async move { Ok::<_, Infallible>(routes::handle(&state, req).await) }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                log::debug!("connection ended: {e}");
+            }
+        });
+    }
+
+    drop(listener);
+    sweeper.abort();
+    log::info!("shutting down: waiting for in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => log::info!("all connections closed"),
+        () = tokio::time::sleep(state.limits.shutdown_grace) => {
+            log::warn!("shutdown grace period over; dropping remaining connections");
+        }
+    }
+    Ok(())
+}
+
+async fn sweep<C: Clock>(state: Arc<AppState<C>>) {
+    let mut tick = tokio::time::interval(state.sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let removed = state.store.sweep();
+        if removed > 0 {
+            log::debug!("swept {removed} expired sessions");
+        }
+    }
+}
