@@ -1,0 +1,273 @@
+//! A server on port 0 over a store on a hand-moved clock, and a raw HTTP/1.1 client
+//! that can send anything, including what no well-behaved client would.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::{ManualClock, Store};
+use baton_demo::users::{HashCost, Users};
+use baton_demo::{serve, AppState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const EMAIL: &str = "ann@example.com";
+pub const PASSWORD: &str = "correct horse";
+
+/// Guards against a hung server turning into a hung test run: generous, never a
+/// performance assertion.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub clock: ManualClock,
+    pub state: Arc<AppState<ManualClock>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Server::with(|b| b, |_| {}).await
+    }
+
+    /// A server whose store is `configure(builder)` and whose state `adjust` may change.
+    pub async fn with(
+        configure: impl FnOnce(baton::Builder<ManualClock>) -> baton::Builder<ManualClock>,
+        adjust: impl FnOnce(&mut AppState<ManualClock>),
+    ) -> Server {
+        let clock = ManualClock::default();
+        let store = configure(Store::builder().clock(clock.clone()))
+            .build()
+            .expect("test store settings are valid");
+        let mut users = Users::new(HashCost::FAST);
+        users.add(EMAIL, PASSWORD).unwrap();
+        users.add("bob@example.com", "bob's password").unwrap();
+        let mut state = AppState::new(store, users);
+        adjust(&mut state);
+        let state = Arc::new(state);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, Arc::clone(&state), async {
+            let _ = stopped.await;
+        }));
+        Server {
+            addr,
+            clock,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Asks the server to stop; the returned handle completes when it has.
+    pub fn stop(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.take().expect("stopped once")
+    }
+
+    pub async fn send(&self, raw: &[u8]) -> Resp {
+        tokio::time::timeout(PATIENCE, exchange(self.addr, raw))
+            .await
+            .expect("the server answered in time")
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp {
+        self.send(&build(method, path, headers, body)).await
+    }
+
+    pub async fn get(&self, path: &str, creds: &Creds) -> Resp {
+        self.request("GET", path, &creds.headers(), b"").await
+    }
+
+    pub async fn sign_in(&self, email: &str) -> Creds {
+        let password = if email == EMAIL {
+            PASSWORD
+        } else {
+            "bob's password"
+        };
+        let body = serde_json::json!({ "email": email, "password": password }).to_string();
+        let r = self
+            .request(
+                "POST",
+                "/auth/sign_in",
+                &[("content-type", "application/json")],
+                body.as_bytes(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.creds().expect("sign-in answers credentials")
+    }
+
+    pub async fn metric(&self, line_prefix: &str) -> u64 {
+        let r = self.request("GET", "/metrics", &[], b"").await;
+        assert_eq!(r.status, 200);
+        let text = r.text();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(line_prefix)
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no {line_prefix:?} in\n{text}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// One request on a new connection, which the server closes after answering.
+pub fn build(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        out.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+async fn exchange(addr: SocketAddr, raw: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before reading everything (an oversized body);
+    // a failed write is then expected and the answer is still there to read.
+    let _ = s.write_all(raw).await;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    Resp::parse(&buf)
+}
+
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn parse(buf: &[u8]) -> Resp {
+        let split = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(buf)));
+        let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Resp {
+            status,
+            headers,
+            body: buf[split + 4..].to_vec(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+
+    pub fn creds(&self) -> Option<Creds> {
+        Some(Creds {
+            token: self.header("access-token")?.to_owned(),
+            client: self.header("client")?.to_owned(),
+            uid: self.header("uid")?.to_owned(),
+            expiry: self.header("expiry")?.parse().ok()?,
+        })
+    }
+
+    /// The five headers, all non-empty, and `no-store`.
+    pub fn assert_authenticated(&self) -> Creds {
+        for name in ["access-token", "token-type", "client", "expiry", "uid"] {
+            assert!(
+                self.header(name).is_some_and(|v| !v.is_empty()),
+                "{name} missing or blank in {self:?}"
+            );
+        }
+        assert_eq!(self.header("token-type"), Some("Bearer"));
+        assert_eq!(self.header("cache-control"), Some("no-store"));
+        self.creds().unwrap()
+    }
+
+    /// The JSON error shape, and none of the credential headers.
+    pub fn assert_refused(&self, status: u16) {
+        assert_eq!(self.status, status, "{self:?}");
+        let errors = &self.json()["errors"];
+        assert!(
+            errors
+                .as_array()
+                .is_some_and(|e| !e.is_empty() && e.iter().all(|m| m.is_string())),
+            "{}",
+            self.text()
+        );
+        assert!(self.header("access-token").is_none(), "{self:?}");
+        self.assert_cors();
+    }
+
+    pub fn assert_cors(&self) {
+        assert!(
+            self.header("access-control-allow-origin").is_some(),
+            "{self:?}"
+        );
+        assert_eq!(
+            self.header("access-control-expose-headers"),
+            Some("access-token, token-type, client, expiry, uid")
+        );
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creds {
+    pub token: String,
+    pub client: String,
+    pub uid: String,
+    pub expiry: u64,
+}
+
+impl Creds {
+    pub fn headers(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("access-token", self.token.as_str()),
+            ("token-type", "Bearer"),
+            ("client", self.client.as_str()),
+            ("uid", self.uid.as_str()),
+        ]
+    }
+}
