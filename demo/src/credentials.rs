@@ -5,10 +5,11 @@
 //! [`extract`] is pure and total: it never panics and refuses oversized input before
 //! decoding any of it, so a fuzz target may feed it anything.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use base64ct::{Base64, Base64Unpadded, Base64Url, Base64UrlUnpadded, Encoding};
-use http::header::{HeaderMap, AUTHORIZATION};
+use http::header::{HeaderMap, HeaderName, AUTHORIZATION};
 
 /// The longest `access-token` or `client` value read. Real ones are 22 and 16
 /// characters; anything much longer cannot be a credential.
@@ -19,18 +20,20 @@ pub const MAX_UID_LEN: usize = baton::MAX_UID_LEN;
 /// longest acceptable values, with its `token-type` and `expiry`, fits well within it.
 pub const MAX_AUTHORIZATION_LEN: usize = 1024;
 
-/// The credentials a request presented. The token is a secret: `Debug` redacts it.
+/// The credentials a request presented, borrowed from its headers where they came
+/// from separate headers (the common case costs no allocation). The token is a
+/// secret: `Debug` redacts it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RequestCredentials {
+pub struct RequestCredentials<'h> {
     /// The `uid` value.
-    pub uid: String,
+    pub uid: Cow<'h, str>,
     /// The `client` value.
-    pub client: String,
+    pub client: Cow<'h, str>,
     /// The `access-token` value. Secret.
-    pub token: String,
+    pub token: Cow<'h, str>,
 }
 
-impl fmt::Debug for RequestCredentials {
+impl fmt::Debug for RequestCredentials<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestCredentials")
             .field("uid", &self.uid)
@@ -95,10 +98,12 @@ impl fmt::Display for CredentialError {
 
 impl std::error::Error for CredentialError {}
 
-const FIELDS: [(&str, usize); 3] = [
-    ("access-token", MAX_SECRET_LEN),
-    ("client", MAX_SECRET_LEN),
-    ("uid", MAX_UID_LEN),
+/// The three headers, with their limits. Names are built once: looking a header up
+/// by a string parses the string on every call.
+const FIELDS: [(HeaderName, usize); 3] = [
+    (HeaderName::from_static("access-token"), MAX_SECRET_LEN),
+    (HeaderName::from_static("client"), MAX_SECRET_LEN),
+    (HeaderName::from_static("uid"), MAX_UID_LEN),
 ];
 
 /// Reads the credentials a request presents.
@@ -107,18 +112,18 @@ const FIELDS: [(&str, usize); 3] = [
 /// and otherwise from the `Authorization: Bearer` JSON, as devise_token_auth reads them.
 /// Header names are case-insensitive (`HeaderMap` folds them); `token-type` and
 /// `expiry` are not needed and not read.
-pub fn extract(headers: &HeaderMap) -> Result<RequestCredentials, CredentialError> {
-    let mut found: [Option<String>; 3] = [None, None, None];
-    for (slot, (name, max)) in found.iter_mut().zip(FIELDS) {
-        *slot = single_header(headers, name, max)?;
+pub fn extract(headers: &HeaderMap) -> Result<RequestCredentials<'_>, CredentialError> {
+    let mut found: [Option<Cow<'_, str>>; 3] = [None, None, None];
+    for (slot, (name, max)) in found.iter_mut().zip(&FIELDS) {
+        *slot = single_header(headers, name, *max)?.map(Cow::Borrowed);
     }
     if found.iter().any(Option::is_none) {
-        match single_header(headers, AUTHORIZATION.as_str(), MAX_AUTHORIZATION_LEN)? {
+        match single_header(headers, &AUTHORIZATION, MAX_AUTHORIZATION_LEN)? {
             Some(auth) => {
-                let packed = unpack_authorization(&auth)?;
+                let packed = unpack_authorization(auth)?;
                 for (slot, value) in found.iter_mut().zip(packed) {
                     if slot.is_none() {
-                        *slot = value;
+                        *slot = value.map(Cow::Owned);
                     }
                 }
             }
@@ -138,12 +143,13 @@ pub fn extract(headers: &HeaderMap) -> Result<RequestCredentials, CredentialErro
 /// The one value of header `name`, checked for length before anything else. Repeats of
 /// one value are tolerated (proxies duplicate headers); different values are not, since
 /// which one a client meant is unknowable.
-fn single_header(
-    headers: &HeaderMap,
-    name: &'static str,
+fn single_header<'h>(
+    headers: &'h HeaderMap,
+    header: &HeaderName,
     max: usize,
-) -> Result<Option<String>, CredentialError> {
-    let mut values = headers.get_all(name).iter();
+) -> Result<Option<&'h str>, CredentialError> {
+    let name = field_name(header);
+    let mut values = headers.get_all(header).iter();
     let Some(first) = values.next() else {
         return Ok(None);
     };
@@ -161,7 +167,17 @@ fn single_header(
     if text.is_empty() {
         return Ok(None);
     }
-    Ok(Some(text.to_owned()))
+    Ok(Some(text))
+}
+
+/// The header's name as a `'static` label for errors.
+fn field_name(header: &HeaderName) -> &'static str {
+    match header.as_str() {
+        "access-token" => "access-token",
+        "client" => "client",
+        "uid" => "uid",
+        _ => "authorization",
+    }
 }
 
 /// Decodes `Bearer <base64 of {"access-token": .., "client": .., "uid": ..}>` into the
@@ -186,7 +202,8 @@ fn unpack_authorization(value: &str) -> Result<[Option<String>; 3], CredentialEr
         .as_object()
         .ok_or(CredentialError::BadAuthorization)?;
     let mut out: [Option<String>; 3] = [None, None, None];
-    for (slot, (name, max)) in out.iter_mut().zip(FIELDS) {
+    for (slot, (header, max)) in out.iter_mut().zip(&FIELDS) {
+        let (name, max) = (field_name(header), *max);
         match object.get(name) {
             None | Some(serde_json::Value::Null) => {}
             Some(serde_json::Value::String(s)) if s.len() > max => {
@@ -224,15 +241,19 @@ mod tests {
 
     #[test]
     fn reads_the_three_headers() {
-        let c = extract(&headers(&[
+        let h = headers(&[
             ("access-token", TOKEN.as_bytes()),
             ("client", CLIENT.as_bytes()),
             ("uid", b"a@example.com"),
-        ]))
-        .unwrap();
+        ]);
+        let c = extract(&h).unwrap();
         assert_eq!(c.token, TOKEN);
         assert_eq!(c.client, CLIENT);
         assert_eq!(c.uid, "a@example.com");
+        assert!(
+            matches!(c.token, Cow::Borrowed(_)),
+            "no copy of separate headers"
+        );
     }
 
     #[test]
@@ -249,9 +270,10 @@ mod tests {
         assert_ne!(encodings[0], encodings[1]);
         for enc in encodings {
             let value = format!("bearer {enc}");
-            let c = extract(&headers(&[("authorization", value.as_bytes())])).unwrap();
+            let h = headers(&[("authorization", value.as_bytes())]);
+            let c = extract(&h).unwrap();
             assert_eq!(
-                (c.token.as_str(), c.client.as_str(), c.uid.as_str()),
+                (&*c.token, &*c.client, &*c.uid),
                 (TOKEN, CLIENT, "ü?>@example.com")
             );
         }
@@ -260,12 +282,9 @@ mod tests {
     #[test]
     fn separate_headers_win_over_authorization_field_by_field() {
         let json = format!(r#"{{"access-token":"{TOKEN}","client":"{CLIENT}","uid":"x@y"}}"#);
-        let c = extract(&headers(&[
-            ("authorization", &bearer(&json)),
-            ("uid", b"z@y"),
-        ]))
-        .unwrap();
-        assert_eq!((c.token.as_str(), c.uid.as_str()), (TOKEN, "z@y"));
+        let h = headers(&[("authorization", &bearer(&json)), ("uid", b"z@y")]);
+        let c = extract(&h).unwrap();
+        assert_eq!((&*c.token, &*c.uid), (TOKEN, "z@y"));
     }
 
     #[test]
@@ -337,9 +356,9 @@ mod tests {
     #[test]
     fn debug_redacts_the_token() {
         let c = RequestCredentials {
-            uid: "u".into(),
-            client: CLIENT.into(),
-            token: TOKEN.into(),
+            uid: Cow::Borrowed("u"),
+            client: Cow::Borrowed(CLIENT),
+            token: Cow::Owned(TOKEN.to_owned()),
         };
         let shown = format!("{c:?}");
         assert!(!shown.contains(TOKEN), "{shown}");

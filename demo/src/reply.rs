@@ -1,7 +1,7 @@
 //! Building responses: JSON bodies, the error shapes, and the five credential headers.
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
@@ -30,6 +30,18 @@ pub fn errors(status: StatusCode, message: &str) -> Reply {
     json(status, &json!({ "errors": [message] }))
 }
 
+/// The credential headers' names, built once: a name from a string is parsed, and a
+/// non-standard one allocated, on every use.
+pub const ACCESS_TOKEN: HeaderName = HeaderName::from_static("access-token");
+/// `token-type`.
+pub const TOKEN_TYPE: HeaderName = HeaderName::from_static("token-type");
+/// `client`.
+pub const CLIENT: HeaderName = HeaderName::from_static("client");
+/// `expiry`.
+pub const EXPIRY: HeaderName = HeaderName::from_static("expiry");
+/// `uid`.
+pub const UID: HeaderName = HeaderName::from_static("uid");
+
 /// A session's next credentials as header values, made once and put on the response
 /// whatever the handler answers.
 #[derive(Clone)]
@@ -54,23 +66,38 @@ impl AuthHeaders {
     /// `None` only if the uid cannot be a header value, which the store never returns
     /// for uids the server signed in (they are checked when users are added).
     pub fn new(c: &baton::Credentials<'_>) -> Option<AuthHeaders> {
-        let mut token = HeaderValue::from_str(c.token().as_str()).ok()?;
-        token.set_sensitive(true);
+        // One allocation for the four values, sliced: this runs on every request.
+        let (token, client, uid) = (c.token().as_str(), c.client().as_str(), c.uid());
+        let expiry = c.expiry().to_string();
+        let mut all = Vec::with_capacity(token.len() + client.len() + uid.len() + expiry.len());
+        for part in [token, client, uid, expiry.as_str()] {
+            all.extend_from_slice(part.as_bytes());
+        }
+        let all = Bytes::from(all);
+        let mut at = 0;
+        let mut next = |len: usize| {
+            let value = HeaderValue::from_maybe_shared(all.slice(at..at + len)).ok();
+            at += len;
+            value
+        };
+        let mut token_value = next(token.len())?;
+        token_value.set_sensitive(true);
         Some(AuthHeaders {
-            token,
-            client: HeaderValue::from_str(c.client().as_str()).ok()?,
-            expiry: HeaderValue::from(c.expiry()),
-            uid: HeaderValue::from_bytes(c.uid().as_bytes()).ok()?,
+            token: token_value,
+            client: next(client.len())?,
+            uid: next(uid.len())?,
+            expiry: next(expiry.len())?,
         })
     }
 
     /// Puts the five headers and `Cache-Control: no-store` on a response.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        headers.insert("access-token", self.token.clone());
-        headers.insert("token-type", HeaderValue::from_static("Bearer"));
-        headers.insert("client", self.client.clone());
-        headers.insert("expiry", self.expiry.clone());
-        headers.insert("uid", self.uid.clone());
+        headers.reserve(6);
+        headers.insert(ACCESS_TOKEN, self.token.clone());
+        headers.insert(TOKEN_TYPE, HeaderValue::from_static("Bearer"));
+        headers.insert(CLIENT, self.client.clone());
+        headers.insert(EXPIRY, self.expiry.clone());
+        headers.insert(UID, self.uid.clone());
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
 }

@@ -49,7 +49,7 @@ async fn route<C: Clock>(state: &AppState<C>, req: Request<Incoming>) -> Reply {
     let allowed = match path.as_str() {
         "/auth/sign_in" => Method::POST,
         "/auth/sign_out" => Method::DELETE,
-        "/auth/validate_token" | "/metrics" => Method::GET,
+        "/auth/validate_token" | "/metrics" | "/public/items" => Method::GET,
         p if p.starts_with("/api/") => Method::GET,
         _ => return reply::failure(StatusCode::NOT_FOUND, "no such path"),
     };
@@ -65,6 +65,7 @@ async fn route<C: Clock>(state: &AppState<C>, req: Request<Incoming>) -> Reply {
         "/auth/sign_in" => sign_in(state, req).await,
         "/auth/sign_out" => sign_out(state, &req),
         "/metrics" => metrics_reply(state),
+        "/public/items" => items(),
         "/auth/validate_token" => authenticated(state, &req, INVALID_TOKEN, true, |user| {
             reply::json(
                 StatusCode::OK,
@@ -78,7 +79,9 @@ async fn route<C: Clock>(state: &AppState<C>, req: Request<Incoming>) -> Reply {
 /// The request line and headers as hyper received them, near enough: what a client
 /// made the server hold in memory.
 fn head_size<B>(req: &Request<B>) -> usize {
-    let uri = req.uri().to_string().len();
+    let uri = req.uri();
+    let uri = uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len() + 8);
     req.headers()
         .iter()
         .fold(uri + 16, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
@@ -156,14 +159,17 @@ fn authenticated<C: Clock>(
 }
 
 /// A request that passed the authentication step.
-struct Checked<'s> {
+struct Checked<'s, 'r> {
     headers: AuthHeaders,
     user: &'s User,
-    client: String,
+    client: std::borrow::Cow<'r, str>,
 }
 
 /// The one authentication step: `None` is a refusal, already counted and logged.
-fn check<'s, C: Clock>(state: &'s AppState<C>, req: &Request<Incoming>) -> Option<Checked<'s>> {
+fn check<'s, 'r, C: Clock>(
+    state: &'s AppState<C>,
+    req: &'r Request<Incoming>,
+) -> Option<Checked<'s, 'r>> {
     let presented = match credentials::extract(req.headers()) {
         Ok(c) => c,
         Err(e) => {
@@ -221,10 +227,7 @@ fn api(path: &str, user: &User) -> Reply {
     let item = |(id, name): (u64, &str)| json!({ "id": id, "name": name });
     match path.trim_end_matches('/') {
         "/api/me" => reply::json(StatusCode::OK, &json!({ "data": user_json(user) })),
-        "/api/items" => reply::json(
-            StatusCode::OK,
-            &json!({ "data": ITEMS.iter().copied().map(item).collect::<Vec<_>>() }),
-        ),
+        "/api/items" => items(),
         p => match p
             .strip_prefix("/api/items/")
             .and_then(|id| id.parse::<u64>().ok())
@@ -234,6 +237,16 @@ fn api(path: &str, user: &User) -> Reply {
             None => reply::errors(StatusCode::NOT_FOUND, "not found"),
         },
     }
+}
+
+/// The item list; also served without authentication at `/public/items`, the load
+/// test's baseline, so that the two differ by the authentication step alone.
+fn items() -> Reply {
+    let item = |(id, name): (u64, &str)| json!({ "id": id, "name": name });
+    reply::json(
+        StatusCode::OK,
+        &json!({ "data": ITEMS.iter().copied().map(item).collect::<Vec<_>>() }),
+    )
 }
 
 fn metrics_reply<C: Clock>(state: &AppState<C>) -> Reply {

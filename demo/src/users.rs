@@ -1,5 +1,6 @@
 //! The demo's users: e-mail addresses and Argon2id password hashes, nothing else.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use argon2::password_hash::rand_core::OsRng;
@@ -89,6 +90,7 @@ impl std::error::Error for UserError {}
 #[derive(Debug)]
 pub struct Users {
     users: Vec<User>,
+    by_email: HashMap<String, usize>,
     cost: HashCost,
     /// Verified against when the address is unknown, so that a wrong address costs as
     /// long as a wrong password and timing does not tell which addresses exist.
@@ -100,6 +102,7 @@ impl Users {
     pub fn new(cost: HashCost) -> Self {
         Users {
             users: Vec::new(),
+            by_email: HashMap::new(),
             cost,
             decoy: hash(cost, "decoy password"),
         }
@@ -120,6 +123,7 @@ impl Users {
             return Err(UserError::Duplicate);
         }
         let id = self.users.len() as u64 + 1;
+        self.by_email.insert(email.to_owned(), self.users.len());
         self.users.push(User {
             id,
             email: email.to_owned(),
@@ -130,7 +134,7 @@ impl Users {
 
     /// The user with this address (exact match; uids are case-sensitive in baton).
     pub fn find(&self, email: &str) -> Option<&User> {
-        self.users.iter().find(|u| u.email == email)
+        self.by_email.get(email).map(|&i| &self.users[i])
     }
 
     /// The user if the password is theirs. Costs one hash whether or not the address exists.
