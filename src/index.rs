@@ -217,6 +217,9 @@ impl<'s> Writer<'s> {
         let old = t.slots[slot.0].swap(Shared::null().with_tag(TOMBSTONE), Ordering::AcqRel, guard);
         debug_assert!(!old.is_null(), "removed an empty slot");
         if !old.is_null() {
+            // SAFETY: not retired yet (this call retires it), and we are pinned.
+            #[cfg(loom)]
+            unsafe { old.deref() }.unlinked();
             // SAFETY: the slot no longer points to the session, it is in no other
             // current slot, and earlier tables that still point to it were retired
             // before now, so only readers pinned before this call can hold it.
@@ -294,6 +297,9 @@ impl<'s> Writer<'s> {
         // it frees only the slot array, never the sessions it points to.
         unsafe { guard.defer_destroy(old_shared) };
         for p in drop_later {
+            // SAFETY: not retired yet (this loop retires it), and we are pinned.
+            #[cfg(loom)]
+            unsafe { p.deref() }.unlinked();
             // SAFETY: the dead session is in no current table: the new one skipped it
             // and the old one, just retired, is reachable only by readers pinned before.
             unsafe { guard.defer_destroy(p) };

@@ -29,3 +29,6 @@ pub use error::{InputError, Rejection};
 pub use keystream::REPLAY_DEPTH;
 pub use stats::Stats;
 pub use store::Store;
+#[cfg(loom)]
+#[doc(hidden)]
+pub use sync::faults;

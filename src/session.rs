@@ -18,6 +18,8 @@ pub(crate) struct Session {
     pub(crate) client: [u8; CLIENT_BYTES],
     /// Inline up to 24 bytes, so a typical e-mail uid costs no second allocation.
     pub(crate) uid: CompactString,
+    #[cfg(loom)]
+    witness: crate::sync::Witness,
 }
 
 impl Session {
@@ -28,11 +30,15 @@ impl Session {
             stream,
             client,
             uid: CompactString::new(uid),
+            #[cfg(loom)]
+            witness: crate::sync::Witness::new(),
         }
     }
 
     #[inline]
     pub(crate) fn load(&self) -> Word {
+        #[cfg(loom)]
+        self.witness.read();
         // Acquire pairs with the AcqRel of `cas`: whoever sees a word also sees
         // everything its writer did before writing it.
         Word::from_bits(self.state.load(Ordering::Acquire))
@@ -42,6 +48,15 @@ impl Session {
     /// This is the linearization point of every state change of a session.
     #[inline]
     pub(crate) fn cas(&self, current: Word, new: Word) -> Result<(), Word> {
+        #[cfg(loom)]
+        if crate::sync::faults::active(crate::sync::faults::Fault::SplitCas) {
+            let there = self.state.load(Ordering::Acquire);
+            if there != current.bits() {
+                return Err(Word::from_bits(there));
+            }
+            self.state.store(new.bits(), Ordering::Release);
+            return Ok(());
+        }
         // AcqRel: the word is the only mutable field, so ordering matters only between
         // successive changes of it, which this gives (and coherence alone would too).
         self.state
@@ -72,6 +87,26 @@ impl Session {
 
     #[inline]
     pub(crate) fn is(&self, uid: &str, client: &[u8; CLIENT_BYTES]) -> bool {
+        #[cfg(loom)]
+        self.witness.read();
         self.client == *client && self.uid == uid
+    }
+
+    /// Called when the index unlinks this session; under the `EarlyFree` fault it
+    /// counts as freed right here.
+    #[cfg(loom)]
+    pub(crate) fn unlinked(&self) {
+        if crate::sync::faults::active(crate::sync::faults::Fault::EarlyFree) {
+            self.witness.free();
+        }
+    }
+}
+
+#[cfg(loom)]
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !crate::sync::faults::active(crate::sync::faults::Fault::EarlyFree) {
+            self.witness.free();
+        }
     }
 }

@@ -80,7 +80,11 @@ impl<C: Clock> Store<C> {
         Store {
             shards,
             shard_shift: 64 - config.shards.trailing_zeros(),
+            #[cfg(not(loom))]
             hasher: ahash::RandomState::new(),
+            // Loom replays executions and needs each to probe the same slots.
+            #[cfg(loom)]
+            hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
             key: MasterKey::from_os(),
             config,
             clock,
@@ -283,6 +287,14 @@ impl<C: Clock> Store<C> {
                         }
                     }
                     bump(&c.batched);
+                    #[cfg(loom)]
+                    let (g, word) =
+                        if crate::sync::faults::active(crate::sync::faults::Fault::TornSnapshot) {
+                            let again = session.load();
+                            (again.generation(), again)
+                        } else {
+                            (g, word)
+                        };
                     let w = window.get_or_insert_with(|| self.key.window(session.stream, g));
                     let token = *w.get(g);
                     return Ok(Authenticated::Batched(
