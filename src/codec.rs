@@ -1,10 +1,11 @@
 //! Tokens and client ids on the wire: URL-safe base64 without padding, fixed lengths,
-//! encoded and decoded in constant time (`base64ct`) and without allocating.
+//! encoded and decoded in constant time and without allocating.
 
 use std::fmt;
 
-use base64ct::{Base64UrlUnpadded, Encoding};
 use subtle::ConstantTimeEq;
+
+use crate::base64;
 
 use crate::error::InputError;
 
@@ -31,23 +32,15 @@ pub struct Token {
 impl Token {
     #[inline]
     pub(crate) fn encode(bytes: &[u8; TOKEN_BYTES]) -> Self {
-        let mut text = [0u8; TOKEN_LEN];
-        // Cannot fail: 16 bytes always encode to exactly 22 characters.
-        let _ = Base64UrlUnpadded::encode(bytes, &mut text);
-        Token { text }
+        Token {
+            text: base64::encode(bytes),
+        }
     }
 
     /// Decodes presented text; `None` unless it is exactly the encoding of 16 bytes.
     #[inline]
     pub(crate) fn decode(text: &str) -> Option<[u8; TOKEN_BYTES]> {
-        if text.len() != TOKEN_LEN {
-            return None;
-        }
-        let mut out = [0u8; TOKEN_BYTES];
-        match Base64UrlUnpadded::decode(text.as_bytes(), &mut out) {
-            Ok(b) if b.len() == TOKEN_BYTES => Some(out),
-            _ => None,
-        }
+        base64::decode::<TOKEN_LEN, TOKEN_BYTES>(text.as_bytes())
     }
 
     /// Checks that `text` has the form of a token (not that any session issued it).
@@ -90,10 +83,10 @@ pub struct ClientId {
 impl ClientId {
     #[inline]
     pub(crate) fn from_raw(raw: [u8; CLIENT_BYTES]) -> Self {
-        let mut text = [0u8; CLIENT_ID_LEN];
-        // Cannot fail: 12 bytes always encode to exactly 16 characters.
-        let _ = Base64UrlUnpadded::encode(&raw, &mut text);
-        ClientId { raw, text }
+        ClientId {
+            raw,
+            text: base64::encode(&raw),
+        }
     }
 
     #[inline]
@@ -104,14 +97,17 @@ impl ClientId {
     /// Parses a client id as the store writes it.
     #[inline]
     pub fn parse(text: &str) -> Result<ClientId, InputError> {
-        if text.len() != CLIENT_ID_LEN {
-            return Err(InputError::MalformedClient);
-        }
-        let mut raw = [0u8; CLIENT_BYTES];
-        match Base64UrlUnpadded::decode(text.as_bytes(), &mut raw) {
-            // 12 bytes fill 16 characters exactly: every decodable text is canonical.
-            Ok(b) if b.len() == CLIENT_BYTES => Ok(ClientId::from_raw(raw)),
-            _ => Err(InputError::MalformedClient),
+        // A decodable text is canonical (12 bytes fill 16 characters exactly), so the
+        // text is kept as given rather than encoded again.
+        match base64::decode::<CLIENT_ID_LEN, CLIENT_BYTES>(text.as_bytes()) {
+            Some(raw) => Ok(ClientId {
+                raw,
+                text: text
+                    .as_bytes()
+                    .try_into()
+                    .map_err(|_| InputError::MalformedClient)?,
+            }),
+            None => Err(InputError::MalformedClient),
         }
     }
 

@@ -7,16 +7,17 @@
 //! nothing of the key, of other generations, or of other sessions, and distinct
 //! (stream, generation) pairs give independent 128-bit values.
 //!
-//! One ChaCha20 call yields 4 blocks = 16 tokens, so one call serves every comparison
-//! and the successor of an `authenticate`: the window starts at a block boundary at or
-//! below `g - REPLAY_DEPTH - 1` and so always reaches `g + 1`.
+//! `T(g)` is keystream block `g / 4`, quarter `g % 4`. Verifying a token and minting
+//! its successor usually takes one block (one in four rotations, two), computed by
+//! `chacha::block` on demand; the older generations a replay check compares against
+//! are computed only when the presented token is neither `T(g)` nor `T(g-1)`.
 
 use std::fmt;
 
-use rand_chacha::rand_core::{RngCore, SeedableRng};
-use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::RngCore;
 use subtle::ConstantTimeEq;
 
+use crate::chacha;
 use crate::codec::TOKEN_BYTES;
 use crate::decision::Presented;
 
@@ -25,10 +26,9 @@ use crate::decision::Presented;
 pub const REPLAY_DEPTH: u64 = 8;
 
 const TOKENS_PER_BLOCK: u64 = 4;
-const WINDOW: usize = 16;
 
 /// The store's token key. Never printed.
-pub(crate) struct MasterKey([u8; 32]);
+pub(crate) struct MasterKey([u32; 8]);
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -41,59 +41,59 @@ impl MasterKey {
     pub(crate) fn from_os() -> Self {
         let mut key = [0u8; 32];
         rand_chacha::rand_core::OsRng.fill_bytes(&mut key);
-        MasterKey(key)
+        MasterKey(chacha::key_words(&key))
     }
 
-    /// 16 consecutive tokens of `stream` that include `g - REPLAY_DEPTH - 1 ..= g + 1`
-    /// (clipped at 0).
+    /// The tokens of one session.
     #[inline]
-    pub(crate) fn window(&self, stream: u64, g: u64) -> Window {
-        let low = g.saturating_sub(REPLAY_DEPTH + 1);
-        let first = low - low % TOKENS_PER_BLOCK;
-        let mut rng = ChaCha20Rng::from_seed(self.0);
-        rng.set_stream(stream);
-        // 4 words per token; a block-aligned position makes the 256-byte read below
-        // exactly one 4-block refill.
-        rng.set_word_pos(u128::from(first) * 4);
-        let mut bytes = [0u8; WINDOW * TOKEN_BYTES];
-        rng.fill_bytes(&mut bytes);
-        Window { first, bytes }
+    pub(crate) fn tokens(&self, stream: u64) -> Tokens<'_> {
+        Tokens {
+            key: self,
+            stream,
+            cached: [None, None],
+        }
     }
 
-    /// `T(g)` alone.
+    /// `T(g)` of `stream`.
     pub(crate) fn token(&self, stream: u64, g: u64) -> [u8; TOKEN_BYTES] {
-        *self.window(stream, g).get(g)
+        self.tokens(stream).get(g)
     }
 }
 
-/// Tokens `first .. first + 16` of one session.
-pub(crate) struct Window {
-    first: u64,
-    bytes: [u8; WINDOW * TOKEN_BYTES],
+/// One session's tokens, each keystream block computed at most once while the two
+/// most recent are kept.
+pub(crate) struct Tokens<'k> {
+    key: &'k MasterKey,
+    stream: u64,
+    cached: [Option<(u64, [u8; 64])>; 2],
 }
 
-impl Window {
-    /// Whether this window serves a session at generation `g`.
+impl Tokens<'_> {
+    /// `T(g)`.
     #[inline]
-    pub(crate) fn serves(&self, g: u64) -> bool {
-        let low = g.saturating_sub(REPLAY_DEPTH + 1);
-        low >= self.first && g + 1 < self.first + WINDOW as u64
-    }
-
-    /// `T(g)`; `g` must be inside the window.
-    #[inline]
-    pub(crate) fn get(&self, g: u64) -> &[u8; TOKEN_BYTES] {
-        let i = (g - self.first) as usize * TOKEN_BYTES;
-        self.bytes[i..i + TOKEN_BYTES]
-            .try_into()
-            .expect("a window slice is one token long")
+    pub(crate) fn get(&mut self, g: u64) -> [u8; TOKEN_BYTES] {
+        let index = g / TOKENS_PER_BLOCK;
+        let quarter = (g % TOKENS_PER_BLOCK) as usize * TOKEN_BYTES;
+        let hit = self.cached.iter().flatten().find(|(i, _)| *i == index);
+        let block = match hit {
+            Some((_, block)) => block,
+            None => {
+                // Keep the newer block, replace the older.
+                self.cached.swap(0, 1);
+                let fresh = chacha::block(&self.key.0, self.stream, index);
+                &self.cached[0].insert((index, fresh)).1
+            }
+        };
+        let mut out = [0u8; TOKEN_BYTES];
+        out.copy_from_slice(&block[quarter..quarter + TOKEN_BYTES]);
+        out
     }
 
     /// Which token of a session at generation `g` the presented bytes are. Each
     /// comparison is constant-time; which ones run depends only on public facts
     /// (the generation and whether an earlier one matched).
     #[inline]
-    pub(crate) fn classify(&self, presented: &[u8; TOKEN_BYTES], g: u64) -> Presented {
+    pub(crate) fn classify(&mut self, presented: &[u8; TOKEN_BYTES], g: u64) -> Presented {
         if bool::from(self.get(g).ct_eq(presented)) {
             return Presented::Current;
         }
@@ -116,21 +116,27 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand_chacha::rand_core::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
 
     fn key() -> MasterKey {
-        MasterKey([9u8; 32])
+        MasterKey(chacha::key_words(&[9u8; 32]))
     }
 
     #[test]
-    fn every_window_serves_its_generation_and_agrees_with_the_others() {
+    fn tokens_are_rand_chachas_keystream_at_16_g() {
         let k = key();
-        let reference: Vec<[u8; TOKEN_BYTES]> = (0..40).map(|g| *k.window(3, g).get(g)).collect();
-        for g in 0..30u64 {
-            let w = k.window(3, g);
-            assert!(w.serves(g), "window for {g} does not serve it");
-            for t in g.saturating_sub(REPLAY_DEPTH + 1)..=g + 1 {
-                assert_eq!(w.get(t), &reference[t as usize], "g={g} t={t}");
-            }
+        let mut rng = ChaCha20Rng::from_seed([9u8; 32]);
+        rng.set_stream(3);
+        let mut tokens = k.tokens(3);
+        for g in 0..40 {
+            let mut expected = [0u8; TOKEN_BYTES];
+            rng.fill_bytes(&mut expected);
+            assert_eq!(tokens.get(g), expected, "g={g}");
+        }
+        // Out of order, across the cache.
+        for g in [39u64, 0, 17, 16, 3, 38] {
+            assert_eq!(tokens.get(g), k.token(3, g));
         }
     }
 
@@ -148,25 +154,27 @@ mod tests {
     #[test]
     fn classify_names_each_generation() {
         let k = key();
-        let g = 20;
-        let w = k.window(1, g);
-        assert_eq!(w.classify(&k.token(1, g), g), Presented::Current);
-        assert_eq!(w.classify(&k.token(1, g - 1), g), Presented::Previous);
-        for old in g - 1 - REPLAY_DEPTH..g - 1 {
-            assert_eq!(
-                w.classify(&k.token(1, old), g),
-                Presented::Older,
-                "old={old}"
-            );
+        for g in [0u64, 1, 2, 9, 10, 11, 20, 23, 24] {
+            let mut t = k.tokens(1);
+            assert_eq!(t.classify(&k.token(1, g), g), Presented::Current, "g={g}");
+            if g >= 1 {
+                assert_eq!(t.classify(&k.token(1, g - 1), g), Presented::Previous);
+            }
+            for old in g.saturating_sub(REPLAY_DEPTH + 1)..g.saturating_sub(1) {
+                assert_eq!(
+                    t.classify(&k.token(1, old), g),
+                    Presented::Older,
+                    "g={g} old={old}"
+                );
+            }
+            if g >= REPLAY_DEPTH + 2 {
+                assert_eq!(
+                    t.classify(&k.token(1, g - REPLAY_DEPTH - 2), g),
+                    Presented::Unrecognised
+                );
+            }
+            assert_eq!(t.classify(&k.token(1, g + 1), g), Presented::Unrecognised);
+            assert_eq!(t.classify(&k.token(2, g), g), Presented::Unrecognised);
         }
-        assert_eq!(
-            w.classify(&k.token(1, g - 2 - REPLAY_DEPTH), g),
-            Presented::Unrecognised
-        );
-        assert_eq!(w.classify(&k.token(1, g + 1), g), Presented::Unrecognised);
-        assert_eq!(w.classify(&k.token(2, g), g), Presented::Unrecognised);
-        let w0 = k.window(1, 0);
-        assert_eq!(w0.classify(&k.token(1, 0), 0), Presented::Current);
-        assert_eq!(w0.classify(&k.token(1, 1), 0), Presented::Unrecognised);
     }
 }
