@@ -3,6 +3,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod base64;
+mod chacha;
 mod clock;
 mod codec;
 mod config;

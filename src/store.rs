@@ -11,7 +11,7 @@ use crate::credentials::{Authenticated, Credentials, SessionInfo};
 use crate::decision::{decide, Decision, Policy, Presented, SessionState};
 use crate::error::{InputError, Rejection};
 use crate::index::{Shard, Slot, Writer};
-use crate::keystream::{MasterKey, Window};
+use crate::keystream::MasterKey;
 use crate::session::Session;
 use crate::state::Word;
 use crate::stats::{bump, ended, Counters, Stats};
@@ -111,13 +111,15 @@ impl<C: Clock> Store<C> {
     fn credentials<'a>(
         &self,
         uid: &'a str,
+        client: ClientId,
         session: &Session,
         token: &[u8; 16],
         word: Word,
     ) -> Credentials<'a> {
         Credentials {
             uid,
-            client: ClientId::from_raw(session.client),
+            // The parsed id: equal to the session's, and already encoded.
+            client,
             token: Token::encode(token),
             expiry: self.expiry_ms(&word.unpack(session.created_ms)) / 1000,
         }
@@ -231,7 +233,7 @@ impl<C: Clock> Store<C> {
         let now = self.clock.now_ms();
         let policy = &self.config.policy;
         let mut word = session.load();
-        let mut window: Option<Window> = None;
+        let mut tokens = self.key.tokens(session.stream);
         loop {
             if word.is_dead() {
                 bump(&c.unknown_session);
@@ -241,14 +243,7 @@ impl<C: Clock> Store<C> {
             let g = st.generation;
             let kind = match &presented {
                 None => Presented::Unrecognised,
-                Some(bytes) => {
-                    if !window.as_ref().is_some_and(|w| w.serves(g)) {
-                        window = Some(self.key.window(session.stream, g));
-                    }
-                    window
-                        .as_ref()
-                        .map_or(Presented::Unrecognised, |w| w.classify(bytes, g))
-                }
+                Some(bytes) => tokens.classify(bytes, g),
             };
             let decision = decide(policy, &st, kind, now);
             // Out of generations (`pack` refuses): the session ends rather than mint a
@@ -273,10 +268,9 @@ impl<C: Clock> Store<C> {
                         continue;
                     }
                     bump(&c.rotated);
-                    let w = window.get_or_insert_with(|| self.key.window(session.stream, g + 1));
-                    let token = *w.get(g + 1);
+                    let token = tokens.get(g + 1);
                     return Ok(Authenticated::Rotated(
-                        self.credentials(uid, session, &token, next_word),
+                        self.credentials(uid, client, session, &token, next_word),
                     ));
                 }
                 (Decision::Batch { mark_used }, _) => {
@@ -295,10 +289,9 @@ impl<C: Clock> Store<C> {
                         } else {
                             (g, word)
                         };
-                    let w = window.get_or_insert_with(|| self.key.window(session.stream, g));
-                    let token = *w.get(g);
+                    let token = tokens.get(g);
                     return Ok(Authenticated::Batched(
-                        self.credentials(uid, session, &token, word),
+                        self.credentials(uid, client, session, &token, word),
                     ));
                 }
                 (Decision::Replayed { revoke }, _) => {
