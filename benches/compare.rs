@@ -1,0 +1,404 @@
+//! Every contender on every workload in one process, in alternating order, written to
+//! `target/baton-bench/compare.json` (and a Markdown table beside it).
+//!
+//! ```text
+//! cargo bench --bench compare -- --quick   # the whole grid in under two minutes
+//! cargo bench --bench compare              # one second per cell, about ten minutes
+//! ```
+//!
+//! Throughput is requests answered by all threads over the wall time from the barrier
+//! that releases them to the last one stopping. Latency is sampled: one request in
+//! `SAMPLE_EVERY` is timed into an HDR histogram. Memory per session is the net heap
+//! growth of signing in 1 000 000 users with 20-byte uids, counted by this binary's
+//! global allocator.
+
+mod contenders;
+mod harness;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use baton::SystemClock;
+use hdrhistogram::Histogram;
+
+use contenders::{Contender, Settings, NAMES};
+use harness::{Board, Dist, Entry, Mix, Size, Worker, Workload, MAX_THREADS};
+
+struct Counting;
+
+static NET_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards every call to `System` unchanged and only adds to an atomic.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        NET_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        NET_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        NET_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: `ptr` was allocated by `System` with `layout`, per the caller.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        NET_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: as for `dealloc` and `alloc`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const BIG: usize = 1_000_000;
+const THREADS: [usize; 3] = [1, 2, 4];
+
+/// One contender signed in for one population, with what its clients remember.
+struct Instance {
+    c: Box<dyn Contender>,
+    entries: Vec<Entry>,
+}
+
+struct Row {
+    workload: String,
+    threads: usize,
+    contender: &'static str,
+    ops_per_sec: f64,
+    p50_ns: u64,
+    p99_ns: u64,
+    p999_ns: u64,
+    errors: u64,
+}
+
+/// Lets go of what the epoch collectors still hold, so a heap count sees live data.
+fn settle_garbage() {
+    for _ in 0..64 {
+        crossbeam_epoch::pin().flush();
+    }
+}
+
+fn populate(name: &str, uids: &[String], measure: bool) -> (Instance, Option<f64>) {
+    let settings = Settings::default();
+    settle_garbage();
+    let before = NET_BYTES.load(Ordering::Relaxed);
+    let mut c = contenders::build(name, &settings, SystemClock, uids.len());
+    let creds = c.populate(uids);
+    settle_garbage();
+    let grown = NET_BYTES.load(Ordering::Relaxed) - before;
+    // The credentials handed back are the clients' copy, not the store's.
+    let handed_back = (creds.capacity() * std::mem::size_of::<contenders::Creds>()) as isize;
+    let per_session = measure.then(|| (grown - handed_back) as f64 / uids.len() as f64);
+    let entries = creds
+        .iter()
+        .enumerate()
+        .map(|(i, cr)| Entry::new(i, cr))
+        .collect();
+    (Instance { c, entries }, per_session)
+}
+
+fn measure(
+    inst: &mut Instance,
+    w: &Workload,
+    uids: &[String],
+    keys: &[Vec<u32>],
+    threads: usize,
+    run_for: Duration,
+    warm_ops: u64,
+) -> (u64, f64, Histogram<u64>, u64) {
+    let c = &*inst.c;
+    let barrier = Barrier::new(threads + 1);
+    let stop = AtomicBool::new(false);
+    // The storm shares one session: each thread works on its own copy of what the
+    // client knows and catches up through the board.
+    let mut storm_copies: Vec<Vec<Entry>> = Vec::new();
+    let board = (w.mix == Mix::Storm).then(|| Board::new(threads, inst.entries[0].current));
+    let mut chunks: Vec<&mut [Entry]> = match (w.mix, w.size) {
+        (Mix::Storm, _) => {
+            storm_copies = vec![vec![inst.entries[0]]; threads];
+            storm_copies.iter_mut().map(|v| v.as_mut_slice()).collect()
+        }
+        (_, Size::Hot) => inst.entries[..threads].chunks_mut(1).collect(),
+        (_, Size::Sessions(n)) => inst.entries.chunks_mut(n.div_ceil(threads)).collect(),
+    };
+    let results = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .drain(..)
+            .enumerate()
+            .map(|(t, mine)| {
+                let barrier = &barrier;
+                let stop = &stop;
+                let board = board.as_ref().map(|b| (b, t));
+                let keys = keys.get(t).map_or(&[][..], |k| k.as_slice());
+                s.spawn(move || {
+                    let mut wk = Worker::new(c, w, uids, mine, keys, board);
+                    wk.run(warm_ops);
+                    wk.ops = 0;
+                    wk.errors = 0;
+                    wk.hist.reset();
+                    barrier.wait();
+                    wk.run_until(stop);
+                    let end = Instant::now();
+                    (wk.ops, wk.errors, wk.hist.clone(), end, wk.seq)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        std::thread::sleep(run_for);
+        stop.store(true, Ordering::Relaxed);
+        let done: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("worker"))
+            .collect();
+        (start, done)
+    });
+    let (start, done) = results;
+    if w.mix == Mix::Storm {
+        // Carry the newest token into the next run on this session.
+        let newest = (0..threads).max_by_key(|&t| done[t].4).expect("one thread");
+        inst.entries[0] = storm_copies[newest][0];
+    }
+    let end = done.iter().map(|d| d.3).max().expect("one thread");
+    let ops: u64 = done.iter().map(|d| d.0).sum();
+    let errors = done.iter().map(|d| d.1).sum();
+    let mut hist = done[0].2.clone();
+    for d in &done[1..] {
+        hist.add(&d.2).expect("same bounds");
+    }
+    let secs = end.duration_since(start).as_secs_f64();
+    (ops, ops as f64 / secs, hist, errors)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (run_for, warm_ops) = if quick {
+        (Duration::from_millis(100), 2_000)
+    } else {
+        (Duration::from_secs(1), 20_000)
+    };
+    let began = Instant::now();
+    let workloads = harness::grid(&[1000, BIG]);
+
+    // One instance per contender and population, all alive at once so the runs of a
+    // cell can alternate between contenders.
+    let mut populations: Vec<usize> = workloads.iter().map(|w| w.population()).collect();
+    populations.sort_unstable();
+    populations.dedup();
+    let uid_sets: HashMap<usize, Vec<String>> =
+        populations.iter().map(|&n| (n, harness::uids(n))).collect();
+    let mut instances: HashMap<(usize, &'static str), Instance> = HashMap::new();
+    let mut bytes_per_session: HashMap<&'static str, f64> = HashMap::new();
+    for &n in &populations {
+        for name in NAMES {
+            let t = Instant::now();
+            let (inst, bytes) = populate(name, &uid_sets[&n], n == BIG);
+            if let Some(b) = bytes {
+                bytes_per_session.insert(name, b);
+                eprintln!(
+                    "{name}: {b:.0} bytes per session, signed in {n} in {:.2?}",
+                    t.elapsed()
+                );
+            }
+            instances.insert((n, name), inst);
+        }
+    }
+
+    let mut key_cache: HashMap<(usize, Dist, usize), Vec<Vec<u32>>> = HashMap::new();
+    let mut rows = Vec::new();
+    let mut cell = 0usize;
+    for w in &workloads {
+        let n = w.population();
+        for &threads in &THREADS {
+            let keys = key_cache
+                .entry((n, w.dist, threads))
+                .or_insert_with(|| match w.size {
+                    Size::Sessions(n) if w.mix != Mix::Storm => {
+                        let per = n.div_ceil(threads);
+                        let len = if n >= BIG { 1 << 20 } else { 1 << 16 };
+                        (0..threads)
+                            .map(|t| {
+                                let mine = per.min(n - t * per);
+                                harness::keys(mine, w.dist, len, 0x9E37_79B9 + t as u64)
+                            })
+                            .collect()
+                    }
+                    _ => Vec::new(),
+                });
+            // Alternate the order so no contender always runs first or last.
+            let mut order: Vec<&'static str> = NAMES.to_vec();
+            order.rotate_left(cell % NAMES.len());
+            if cell % 2 == 1 {
+                order.reverse();
+            }
+            cell += 1;
+            for name in order {
+                let inst = instances.get_mut(&(n, name)).expect("populated");
+                if !w.runs_on(&*inst.c) {
+                    continue;
+                }
+                let (_, ops_per_sec, hist, errors) =
+                    measure(inst, w, &uid_sets[&n], keys, threads, run_for, warm_ops);
+                if errors > 0 {
+                    eprintln!(
+                        "warning: {name} gave {errors} unexpected answers on {}",
+                        w.name()
+                    );
+                }
+                rows.push(Row {
+                    workload: w.name(),
+                    threads,
+                    contender: name,
+                    ops_per_sec,
+                    p50_ns: hist.value_at_quantile(0.50),
+                    p99_ns: hist.value_at_quantile(0.99),
+                    p999_ns: hist.value_at_quantile(0.999),
+                    errors,
+                });
+            }
+            eprintln!("{} x{threads} done at {:.1?}", w.name(), began.elapsed());
+        }
+    }
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/baton-bench");
+    std::fs::create_dir_all(&dir).expect("create target/baton-bench");
+    std::fs::write(dir.join("compare.json"), json(&rows, &bytes_per_session)).expect("write json");
+    std::fs::write(
+        dir.join("compare.md"),
+        markdown(&rows, &bytes_per_session, quick),
+    )
+    .expect("write markdown");
+    eprintln!(
+        "wrote {} rows to {} in {:.1?}",
+        rows.len(),
+        dir.join("compare.json").display(),
+        began.elapsed()
+    );
+}
+
+fn json(rows: &[Row], bytes: &HashMap<&'static str, f64>) -> String {
+    let mut out = String::from("[\n");
+    for (i, r) in rows.iter().enumerate() {
+        let sep = if i + 1 == rows.len() { "" } else { "," };
+        writeln!(
+            out,
+            "  {{\"workload\": \"{}\", \"threads\": {}, \"contender\": \"{}\", \"ops_per_sec\": {:.0}, \
+             \"p50_ns\": {}, \"p99_ns\": {}, \"p999_ns\": {}, \"errors\": {}, \"bytes_per_session\": {:.1}}}{sep}",
+            r.workload, r.threads, r.contender, r.ops_per_sec, r.p50_ns, r.p99_ns, r.p999_ns, r.errors,
+            bytes.get(r.contender).copied().unwrap_or(f64::NAN),
+        )
+        .expect("write to string");
+    }
+    out.push_str("]\n");
+    out
+}
+
+fn mops(x: f64) -> String {
+    format!("{:.2}", x / 1e6)
+}
+
+/// The table for BENCHMARKS.md: one line per workload and thread count, throughput of
+/// each contender, and baton's ratio to the best of the others.
+fn markdown(rows: &[Row], bytes: &HashMap<&'static str, f64>, quick: bool) -> String {
+    let mut out = String::new();
+    let mode = if quick { " --quick" } else { "" };
+    writeln!(out, "Made by `cargo bench --bench compare --{mode}`.\n").ok();
+    writeln!(
+        out,
+        "### Throughput, million requests per second (higher is better)\n"
+    )
+    .ok();
+    write!(out, "| workload | threads |").ok();
+    for n in NAMES {
+        write!(out, " {n} |").ok();
+    }
+    writeln!(out, " baton / best other |").ok();
+    write!(out, "|---|---:|").ok();
+    for _ in NAMES {
+        write!(out, "---:|").ok();
+    }
+    writeln!(out, "---:|").ok();
+    let mut keys: Vec<(String, usize)> = Vec::new();
+    for r in rows {
+        if !keys.contains(&(r.workload.clone(), r.threads)) {
+            keys.push((r.workload.clone(), r.threads));
+        }
+    }
+    let find = |w: &str, t: usize, c: &str| {
+        rows.iter()
+            .find(|r| r.workload == w && r.threads == t && r.contender == c)
+    };
+    for (w, t) in &keys {
+        write!(out, "| {w} | {t} |").ok();
+        for n in NAMES {
+            match find(w, *t, n) {
+                Some(r) => write!(out, " {} |", mops(r.ops_per_sec)).ok(),
+                None => write!(out, " – |").ok(),
+            };
+        }
+        let baton = find(w, *t, "baton").map_or(0.0, |r| r.ops_per_sec);
+        let best = NAMES
+            .iter()
+            .filter(|n| !matches!(**n, "baton" | "floor"))
+            .filter_map(|n| find(w, *t, n))
+            .map(|r| r.ops_per_sec)
+            .fold(0.0f64, f64::max);
+        writeln!(out, " {:.2} |", baton / best).ok();
+    }
+    writeln!(out, "\n### Latency p50 / p99 / p99.9, ns (4 threads)\n").ok();
+    write!(out, "| workload |").ok();
+    for n in NAMES {
+        write!(out, " {n} |").ok();
+    }
+    writeln!(out).ok();
+    write!(out, "|---|").ok();
+    for _ in NAMES {
+        write!(out, "---:|").ok();
+    }
+    writeln!(out).ok();
+    for (w, t) in keys.iter().filter(|(_, t)| *t == MAX_THREADS) {
+        write!(out, "| {w} |").ok();
+        for n in NAMES {
+            match find(w, *t, n) {
+                Some(r) => write!(out, " {}/{}/{} |", r.p50_ns, r.p99_ns, r.p999_ns).ok(),
+                None => write!(out, " – |").ok(),
+            };
+        }
+        writeln!(out).ok();
+    }
+    writeln!(
+        out,
+        "\n### Heap bytes per session at 1 000 000 sessions (20-byte uids)\n"
+    )
+    .ok();
+    write!(out, "|").ok();
+    for n in NAMES {
+        write!(out, " {n} |").ok();
+    }
+    writeln!(out).ok();
+    write!(out, "|").ok();
+    for _ in NAMES {
+        write!(out, "---:|").ok();
+    }
+    writeln!(out).ok();
+    write!(out, "|").ok();
+    for n in NAMES {
+        write!(out, " {:.0} |", bytes.get(n).copied().unwrap_or(f64::NAN)).ok();
+    }
+    writeln!(out).ok();
+    out
+}
