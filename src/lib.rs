@@ -113,6 +113,7 @@
 
 mod base64;
 mod chacha;
+mod backend;
 mod clock;
 mod codec;
 mod config;
@@ -122,6 +123,8 @@ mod error;
 mod index;
 mod keystream;
 pub mod model;
+#[cfg(feature = "redis")]
+mod redis;
 mod rng;
 mod session;
 mod state;
@@ -129,6 +132,9 @@ mod stats;
 mod store;
 mod sync;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisBuildError, RedisBuilder, RedisStore, MIN_SECRET_LEN};
+pub use backend::{Backend, BackendError, Unavailable};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{ClientId, Token, CLIENT_ID_LEN, MAX_UID_LEN, TOKEN_LEN};
 pub use config::{

@@ -1,0 +1,57 @@
+-- issue: a new session, evicting one if the user is at the cap, one atomic step.
+-- KEYS: [1] the user's index (sorted set: client -> issue order)
+-- ARGV: [5] the user's key prefix  [6] max clients per user  [7] new client id
+--       [8] keyed hash of the first token
+-- Returns {code, expiry ms, evicted}: code 1 issued, 0 the client id is taken.
+local idx = KEYS[1]
+local base = ARGV[5]
+local cap = tonumber(ARGV[6])
+local client = ARGV[7]
+
+if redis.call('EXISTS', base .. 's:' .. client) == 1 then
+  return {0, 0, 0}
+end
+
+local entries = redis.call('ZRANGE', idx, 0, -1, 'WITHSCORES')
+local live = {}
+local last = 0
+for i = 1, #entries, 2 do
+  local c, order = entries[i], tonumber(entries[i + 1])
+  if order > last then last = order end
+  local key = base .. 's:' .. c
+  local s = redis.call('HMGET', key, 'c', 'r')
+  if not s[1] then
+    redis.call('ZREM', idx, c)
+  else
+    local e = expiry(tonumber(s[1]), tonumber(s[2]))
+    if now >= e then
+      redis.call('DEL', key, base .. 't:' .. c)
+      redis.call('ZREM', idx, c)
+    else
+      live[#live + 1] = {c, e, tonumber(s[2]), order}
+    end
+  end
+end
+
+local evicted = 0
+if #live >= cap then
+  -- The one that expires first; ties: least recently rotated, then oldest.
+  local v = live[1]
+  for i = 2, #live do
+    local o = live[i]
+    if o[2] < v[2] or (o[2] == v[2] and (o[3] < v[3] or (o[3] == v[3] and o[4] < v[4]))) then
+      v = o
+    end
+  end
+  redis.call('DEL', base .. 's:' .. v[1], base .. 't:' .. v[1])
+  redis.call('ZREM', idx, v[1])
+  evicted = 1
+end
+
+local key = base .. 's:' .. client
+redis.call('HSET', key, 'g', '0', 'c', int(now), 'r', int(now), 'u', '0', 'h', ARGV[8])
+local exp = expiry(now, now)
+expire_at(key, exp)
+redis.call('ZADD', idx, int(last + 1), client)
+keep_index(idx, exp)
+return {1, exp, evicted}

@@ -1,0 +1,704 @@
+//! The Redis backend (feature `redis`): SPEC's decision table run inside Redis, so
+//! every node of a service sees the same sessions. A token rotated through one node
+//! is stale on all of them; a sign-out through one ends the session everywhere.
+//!
+//! Each operation is one Lua script, so one atomic step on the server: loaded once,
+//! run by its SHA, reloaded when Redis has forgotten it (`NOSCRIPT`, after a restart
+//! or `SCRIPT FLUSH`). The scripts read the server's `TIME`, one clock for all nodes.
+//!
+//! What Redis holds of a session: its generation, sign-in and rotation times, and
+//! HMAC-SHA256 keyed hashes of its current token, the previous one and
+//! [`REPLAY_DEPTH`] older ones (so those still answer `Replayed`). The current
+//! token's plaintext is kept only while a batch (or the recovery window) may need to
+//! hand it to a request that presented the previous one, and nothing else of a token
+//! is ever stored: a dump of Redis holds no token that still works, except one minted
+//! less than `max(batch_window, recovery_window)` ago. Expiry is a Redis TTL, so Redis
+//! reclaims dead sessions by itself.
+//!
+//! Deployment notes: every node needs the same [`secret`](RedisBuilder::secret) and
+//! [`prefix`](RedisBuilder::prefix); run Redis with `maxmemory-policy noeviction` (an
+//! evicting policy may drop the plaintext a batch needs, answered as unavailable), and
+//! with persistence if sign-ins should survive a Redis restart.
+
+mod keys;
+mod mac;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, Script, ScriptInvocation};
+
+use crate::backend::{Backend, BackendError, Unavailable};
+use crate::clock::{Clock, SystemClock};
+use crate::codec::{check_uid, ClientId, Token};
+use crate::config::{Builder, ConfigError, ReplayPolicy};
+use crate::credentials::{Authenticated, Credentials, SessionInfo};
+use crate::decision::Policy;
+use crate::error::{InputError, Rejection};
+use crate::keystream::REPLAY_DEPTH;
+use crate::stats::{bump, Counters, Stats};
+
+use keys::UserKeys;
+use mac::TokenMac;
+
+pub use mac::MIN_SECRET_LEN;
+
+const COMMON: &str = include_str!("common.lua");
+
+/// The scripts, each prefixed with the shared preamble. `Script` keeps the SHA1 and
+/// `invoke_async` runs `EVALSHA`, loading the script once on `NOSCRIPT`.
+struct Scripts {
+    issue: Script,
+    authenticate: Script,
+    revoke: Script,
+    revoke_user: Script,
+    sessions: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
+        Scripts {
+            issue: with_common(include_str!("issue.lua")),
+            authenticate: with_common(include_str!("authenticate.lua")),
+            revoke: with_common(include_str!("revoke.lua")),
+            revoke_user: with_common(include_str!("revoke_user.lua")),
+            sessions: with_common(include_str!("sessions.lua")),
+        }
+    }
+}
+
+/// Why [`RedisBuilder::connect`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedisBuildError {
+    /// A setting of the decision table is out of range.
+    Config(ConfigError),
+    /// No secret was given, or it is shorter than [`MIN_SECRET_LEN`] bytes.
+    Secret,
+    /// The prefix is empty, longer than 64 bytes, or holds characters other than
+    /// ASCII letters, digits and `-_.:`.
+    Prefix,
+    /// `connections` is not between 1 and 256, or `timeout` is zero.
+    Connections,
+    /// The URL is not a Redis URL.
+    Url(String),
+    /// Redis did not answer.
+    Unavailable(Unavailable),
+}
+
+impl fmt::Display for RedisBuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RedisBuildError::Config(e) => e.fmt(f),
+            RedisBuildError::Secret => {
+                write!(f, "secret must be at least {MIN_SECRET_LEN} bytes")
+            }
+            RedisBuildError::Prefix => {
+                f.write_str("prefix must be 1 to 64 ascii letters, digits or '-', '_', '.', ':'")
+            }
+            RedisBuildError::Connections => {
+                f.write_str("connections must be between 1 and 256 and timeout must be positive")
+            }
+            RedisBuildError::Url(e) => write!(f, "bad redis url: {e}"),
+            RedisBuildError::Unavailable(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for RedisBuildError {}
+
+/// Configures a [`RedisStore`].
+///
+/// | setting | default |
+/// |---|---|
+/// | [`settings`](Self::settings): the decision table's, as for [`Store`](crate::Store) | SPEC's defaults |
+/// | [`secret`](Self::secret) | none: required, the same on every node |
+/// | [`prefix`](Self::prefix) | `baton` |
+/// | [`connections`](Self::connections) | 4 (each one multiplexes many calls) |
+/// | [`timeout`](Self::timeout) | 1 s per call, then [`Unavailable`] |
+/// | [`clock`](Self::clock) | the Redis server's `TIME` |
+/// | [`ttl_grace`](Self::ttl_grace) | 0 |
+#[must_use]
+pub struct RedisBuilder {
+    url: String,
+    settings: Builder<SystemClock>,
+    secret: Option<TokenMac>,
+    prefix: String,
+    connections: usize,
+    timeout: Duration,
+    clock: Option<Arc<dyn Clock>>,
+    ttl_grace: Duration,
+}
+
+impl fmt::Debug for RedisBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("RedisBuilder")
+            .field("settings", &self.settings)
+            .field("secret", &"<redacted>")
+            .field("prefix", &self.prefix)
+            .field("connections", &self.connections)
+            .field("timeout", &self.timeout)
+            .field("server_clock", &self.clock.is_none())
+            .field("ttl_grace", &self.ttl_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBuilder {
+    /// The decision table's settings, from the embedded store's builder (its shard
+    /// count and clock do not apply here).
+    pub fn settings(mut self, settings: Builder<SystemClock>) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The key of the keyed hashes that stand in for tokens in Redis: at least
+    /// [`MIN_SECRET_LEN`] random bytes, the same on every node, never logged. Changing
+    /// it makes every issued token invalid.
+    pub fn secret(mut self, secret: &[u8]) -> Self {
+        self.secret = TokenMac::new(secret);
+        self
+    }
+
+    /// Prepended to every key, so several services can share one Redis database.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        prefix.clone_into(&mut self.prefix);
+        self
+    }
+
+    /// How many connections to open. Each multiplexes concurrent calls, so a few
+    /// suffice; more spread the client-side work over more tasks.
+    pub fn connections(mut self, n: usize) -> Self {
+        self.connections = n;
+        self
+    }
+
+    /// The longest one call may take, connecting included, before it answers
+    /// [`Unavailable`].
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// Passes `clock`'s time into the scripts instead of reading the server's `TIME`:
+    /// for tests that drive time by hand. With several nodes, leave the server's clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// How long Redis keeps a session's keys after they stop mattering. The scripts
+    /// decide every answer by the clock, so this only delays reclaiming memory (and
+    /// lets an expired session answer `Expired` a while rather than `UnknownSession`).
+    /// Tests on a hand-driven [`clock`](Self::clock) need it: Redis expires keys by
+    /// its own real time.
+    pub fn ttl_grace(mut self, d: Duration) -> Self {
+        self.ttl_grace = d;
+        self
+    }
+
+    /// Checks the settings and opens the connections; fails if Redis does not
+    /// answer within the timeout.
+    pub async fn connect(self) -> Result<RedisStore, RedisBuildError> {
+        // Building an (empty) embedded store is how the table's settings are checked.
+        let checked = self.settings.build().map_err(RedisBuildError::Config)?;
+        let (policy, max_clients_per_user) = (*checked.policy(), checked.max_clients_per_user());
+        drop(checked);
+        let mac = self.secret.ok_or(RedisBuildError::Secret)?;
+        if !keys::valid_prefix(&self.prefix) {
+            return Err(RedisBuildError::Prefix);
+        }
+        if !(1..=256).contains(&self.connections) || self.timeout.is_zero() {
+            return Err(RedisBuildError::Connections);
+        }
+        let client = redis::Client::open(self.url.as_str())
+            .map_err(|e| RedisBuildError::Url(e.to_string()))?;
+        // Reconnects in the background after an I/O error; every attempt and every
+        // reply is bounded, and the call itself is bounded again by `timeout`.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(1)
+            .set_factor(10)
+            .set_max_delay(self.timeout.as_millis().min(u128::from(u64::MAX)) as u64);
+        let mut conns = Vec::with_capacity(self.connections);
+        for _ in 0..self.connections {
+            let open = client.get_connection_manager_with_config(manager_config.clone());
+            let con = bounded(self.timeout, open)
+                .await
+                .map_err(RedisBuildError::Unavailable)?;
+            conns.push(con);
+        }
+        Ok(RedisStore {
+            conns: conns.into_boxed_slice(),
+            next: AtomicUsize::new(0),
+            scripts: Scripts::new(),
+            prefix: self.prefix,
+            mac,
+            policy,
+            max_clients_per_user,
+            clock: self.clock,
+            grace_ms: ms(self.ttl_grace),
+            timeout: self.timeout,
+            counters: Counters::default(),
+        })
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs a Redis call for at most `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, Unavailable> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(Ok(v)) => Ok(v),
+        // Redis errors name the failure (refused, reset, NOSCRIPT...) and never echo
+        // a command's arguments, so no token reaches the message.
+        Ok(Err(e)) => Err(Unavailable::new(format!("redis: {e}"))),
+        Err(_) => Err(Unavailable::new(format!(
+            "no answer from redis within {limit:?}"
+        ))),
+    }
+}
+
+/// Sessions in Redis, with the same operations and answers as the embedded
+/// [`Store`](crate::Store). See the [module docs](self).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use baton::{RedisStore, Store};
+/// use std::time::Duration;
+///
+/// let store = RedisStore::builder("redis://127.0.0.1:6379/0")
+///     .secret(&std::fs::read("/etc/baton/secret")?)
+///     .settings(Store::builder().batch_window(Duration::from_secs(5)))
+///     .connect()
+///     .await?;
+/// let signed_in = store.issue("alice@example.com").await?;
+/// # Ok(()) }
+/// ```
+pub struct RedisStore {
+    conns: Box<[ConnectionManager]>,
+    next: AtomicUsize,
+    scripts: Scripts,
+    prefix: String,
+    mac: TokenMac,
+    policy: Policy,
+    max_clients_per_user: usize,
+    clock: Option<Arc<dyn Clock>>,
+    grace_ms: u64,
+    timeout: Duration,
+    /// One set for the whole store: a network round trip costs far more than the
+    /// shared cache line these increments touch.
+    counters: Counters,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("connections", &self.conns.len())
+            .field("policy", &self.policy)
+            .field("max_clients_per_user", &self.max_clients_per_user)
+            .field("timeout", &self.timeout)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A builder for a store on the Redis at `url` (`redis://HOST:PORT/DB`, or
+    /// `rediss://` with TLS support compiled into `redis`).
+    pub fn builder(url: &str) -> RedisBuilder {
+        RedisBuilder {
+            url: url.to_owned(),
+            settings: Builder::default(),
+            secret: None,
+            prefix: "baton".to_owned(),
+            connections: 4,
+            timeout: Duration::from_secs(1),
+            clock: None,
+            ttl_grace: Duration::ZERO,
+        }
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        // Relaxed: any spread over the connections will do.
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        self.conns[i].clone()
+    }
+
+    /// Starts a call of `script` with the arguments every script takes.
+    fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let p = &self.policy;
+        let mut inv = script.prepare_invoke();
+        match &self.clock {
+            Some(c) => inv.arg(c.now_ms()),
+            None => inv.arg(""),
+        };
+        inv.arg(p.token_lifespan_ms)
+            .arg(p.max_age_ms)
+            .arg(self.grace_ms);
+        inv
+    }
+
+    async fn run<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, Unavailable> {
+        let mut con = self.conn();
+        bounded(self.timeout, inv.invoke_async(&mut con)).await
+    }
+
+    /// Signs `uid` in on a new device, evicting one session if the user is at the
+    /// cap, as [`Store::issue`](crate::Store::issue).
+    pub async fn issue<'a>(
+        &self,
+        uid: &'a str,
+    ) -> Result<Credentials<'a>, BackendError<InputError>> {
+        check_uid(uid).map_err(BackendError::Refused)?;
+        let keys = UserKeys::new(&self.prefix, uid);
+        let bytes = mac::token_bytes();
+        let hash = self.mac.hash(&bytes);
+        loop {
+            let client = ClientId::from_raw(crate::rng::client_bytes());
+            let mut inv = self.invocation(&self.scripts.issue);
+            inv.key(keys.index())
+                .arg(&keys.base)
+                .arg(self.max_clients_per_user)
+                .arg(client.as_str())
+                .arg(&hash[..]);
+            let (code, expiry_ms, evicted): (i64, u64, i64) = self.run(&inv).await?;
+            // 0: the user already holds this client id (2^-96 odds); draw again.
+            if code == 1 {
+                bump(&self.counters.issued);
+                if evicted == 1 {
+                    bump(&self.counters.evicted);
+                }
+                return Ok(Credentials {
+                    uid,
+                    client,
+                    token: Token::encode(&bytes),
+                    expiry: expiry_ms / 1000,
+                });
+            }
+        }
+    }
+
+    /// Checks a presented credential and rotates the session as SPEC's decision
+    /// table says, in one atomic step on the server, as
+    /// [`Store::authenticate`](crate::Store::authenticate).
+    pub async fn authenticate<'a>(
+        &self,
+        uid: &'a str,
+        client: &str,
+        token: &str,
+    ) -> Result<Authenticated<'a>, BackendError<Rejection>> {
+        let c = &self.counters;
+        let client = match check_uid(uid).and_then(|()| ClientId::parse(client)) {
+            Ok(client) => client,
+            Err(e) => {
+                bump(&c.bad_input);
+                return Err(BackendError::Refused(Rejection::BadInput(e)));
+            }
+        };
+        // A malformed token still runs the table: an expired session answers Expired
+        // whatever was presented.
+        let presented = Token::decode(token);
+        let presented_hash = presented.map(|b| self.mac.hash(&b));
+        let candidate = mac::token_bytes();
+        let keys = UserKeys::new(&self.prefix, uid);
+        let p = &self.policy;
+        let mut inv = self.invocation(&self.scripts.authenticate);
+        inv.key(keys.session(client.as_str()))
+            .key(keys.plaintext(client.as_str()))
+            .key(keys.index())
+            .arg(p.batch_window_ms)
+            .arg(p.min_rotation_interval_ms)
+            .arg(u8::from(p.rotation))
+            .arg(p.recovery_window_ms)
+            .arg(u8::from(p.replay_policy == ReplayPolicy::RevokeSession))
+            .arg(presented_hash.as_ref().map_or(&[][..], |h| &h[..]))
+            .arg(Token::encode(&candidate).as_str())
+            .arg(&self.mac.hash(&candidate)[..])
+            .arg(REPLAY_DEPTH)
+            .arg(client.as_str());
+        let (code, expiry_ms, stored): (i64, u64, Vec<u8>) = self.run(&inv).await?;
+        let creds = |token: Token| Credentials {
+            uid,
+            client,
+            token,
+            expiry: expiry_ms / 1000,
+        };
+        let refuse = |counter, why| {
+            bump(counter);
+            Err(BackendError::Refused(why))
+        };
+        match code {
+            1 => {
+                bump(&c.rotated);
+                Ok(Authenticated::Rotated(creds(Token::encode(&candidate))))
+            }
+            2 => match presented {
+                Some(bytes) => {
+                    bump(&c.batched);
+                    Ok(Authenticated::Batched(creds(Token::encode(&bytes))))
+                }
+                None => Err(corrupt("a batch on a token that is not one")),
+            },
+            3 => match std::str::from_utf8(&stored)
+                .ok()
+                .and_then(|t| Token::parse(t).ok())
+            {
+                Some(token) => {
+                    bump(&c.batched);
+                    Ok(Authenticated::Batched(creds(token)))
+                }
+                None => Err(corrupt("a stored token that is not one")),
+            },
+            0 => refuse(&c.unknown_session, Rejection::UnknownSession),
+            -1 => refuse(&c.expired, Rejection::Expired),
+            -2 => refuse(&c.replayed, Rejection::Replayed),
+            -3 => refuse(&c.invalid_token, Rejection::InvalidToken),
+            -4 => Err(BackendError::Unavailable(Unavailable::new(
+                "redis lost the current token a batch needs (is maxmemory-policy evicting?)",
+            ))),
+            _ => Err(corrupt("an unknown answer code")),
+        }
+    }
+
+    /// Ends one session (sign-out), as [`Store::revoke`](crate::Store::revoke).
+    pub async fn revoke(&self, uid: &str, client: &str) -> Result<bool, BackendError<InputError>> {
+        check_uid(uid).map_err(BackendError::Refused)?;
+        let client = ClientId::parse(client).map_err(BackendError::Refused)?;
+        let keys = UserKeys::new(&self.prefix, uid);
+        let mut inv = self.invocation(&self.scripts.revoke);
+        inv.key(keys.session(client.as_str()))
+            .key(keys.plaintext(client.as_str()))
+            .key(keys.index())
+            .arg(client.as_str());
+        let live: i64 = self.run(&inv).await?;
+        if live == 1 {
+            bump(&self.counters.revoked);
+        }
+        Ok(live == 1)
+    }
+
+    /// Ends every session of `uid`, as [`Store::revoke_user`](crate::Store::revoke_user).
+    pub async fn revoke_user(&self, uid: &str) -> Result<usize, BackendError<InputError>> {
+        check_uid(uid).map_err(BackendError::Refused)?;
+        let keys = UserKeys::new(&self.prefix, uid);
+        let mut inv = self.invocation(&self.scripts.revoke_user);
+        inv.key(keys.index()).arg(&keys.base);
+        let n: u64 = self.run(&inv).await?;
+        self.counters
+            .revoked
+            .fetch_add(n, crate::sync::Ordering::Relaxed);
+        Ok(n as usize)
+    }
+
+    /// The live sessions of `uid`, in sign-in order, as
+    /// [`Store::sessions`](crate::Store::sessions).
+    pub async fn sessions(&self, uid: &str) -> Result<Vec<SessionInfo>, BackendError<InputError>> {
+        check_uid(uid).map_err(BackendError::Refused)?;
+        Ok(self
+            .sessions_at(&UserKeys::new(&self.prefix, uid).index())
+            .await?)
+    }
+
+    async fn sessions_at(&self, index: &str) -> Result<Vec<SessionInfo>, Unavailable> {
+        let base = index.strip_suffix('i').unwrap_or(index);
+        let mut inv = self.invocation(&self.scripts.sessions);
+        inv.key(index).arg(base);
+        let rows: Vec<(String, u64, u64, u64, u64)> = self.run(&inv).await?;
+        rows.into_iter()
+            .map(|(client, generation, created, rotated, expires)| {
+                Ok(SessionInfo {
+                    client: ClientId::parse(&client)
+                        .map_err(|_| Unavailable::new("redis holds a malformed client id"))?,
+                    generation,
+                    created_at_ms: created,
+                    rotated_at_ms: rotated,
+                    expires_at_ms: expires,
+                })
+            })
+            .collect()
+    }
+
+    /// Live sessions of every user under this prefix, removing expired ones on the
+    /// way. Walks every user (`SCAN`, then one script per user): for admin pages, not
+    /// for every metrics scrape of a large deployment.
+    pub async fn live(&self) -> Result<u64, Unavailable> {
+        let mut con = self.conn();
+        let pattern = keys::index_pattern(&self.prefix);
+        let mut cursor = 0u64;
+        let mut live = 0u64;
+        loop {
+            let (next, indexes): (u64, Vec<String>) = bounded(
+                self.timeout,
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut con),
+            )
+            .await?;
+            for index in indexes {
+                live += self.sessions_at(&index).await?.len() as u64;
+            }
+            if next == 0 {
+                return Ok(live);
+            }
+            cursor = next;
+        }
+    }
+
+    /// This process's counters of answers given (other nodes count their own);
+    /// [`Stats::live`] is 0: see [`live`](Self::live).
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        s.add(&self.counters);
+        s.live = 0;
+        s
+    }
+
+    /// The decision table's settings this store runs with.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The most live sessions one user may hold.
+    pub fn max_clients_per_user(&self) -> usize {
+        self.max_clients_per_user
+    }
+}
+
+fn corrupt<E>(what: &str) -> BackendError<E> {
+    BackendError::Unavailable(Unavailable::new(format!(
+        "redis answered {what}: is another version of baton sharing the prefix?"
+    )))
+}
+
+impl Backend for RedisStore {
+    fn issue<'a>(
+        &'a self,
+        uid: &'a str,
+    ) -> impl Future<Output = Result<Credentials<'a>, BackendError<InputError>>> + Send + 'a {
+        RedisStore::issue(self, uid)
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        uid: &'a str,
+        client: &'a str,
+        token: &'a str,
+    ) -> impl Future<Output = Result<Authenticated<'a>, BackendError<Rejection>>> + Send + 'a {
+        RedisStore::authenticate(self, uid, client, token)
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        uid: &'a str,
+        client: &'a str,
+    ) -> impl Future<Output = Result<bool, BackendError<InputError>>> + Send + 'a {
+        RedisStore::revoke(self, uid, client)
+    }
+
+    fn revoke_user<'a>(
+        &'a self,
+        uid: &'a str,
+    ) -> impl Future<Output = Result<usize, BackendError<InputError>>> + Send + 'a {
+        RedisStore::revoke_user(self, uid)
+    }
+
+    fn sessions<'a>(
+        &'a self,
+        uid: &'a str,
+    ) -> impl Future<Output = Result<Vec<SessionInfo>, BackendError<InputError>>> + Send + 'a {
+        RedisStore::sessions(self, uid)
+    }
+
+    fn live(&self) -> impl Future<Output = Result<u64, Unavailable>> + Send + '_ {
+        RedisStore::live(self)
+    }
+
+    fn stats(&self) -> Stats {
+        RedisStore::stats(self)
+    }
+
+    fn policy(&self) -> &Policy {
+        RedisStore::policy(self)
+    }
+
+    fn max_clients_per_user(&self) -> usize {
+        RedisStore::max_clients_per_user(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_script_carries_the_preamble() {
+        let s = Scripts::new();
+        for script in [
+            &s.issue,
+            &s.authenticate,
+            &s.revoke,
+            &s.revoke_user,
+            &s.sessions,
+        ] {
+            assert_eq!(script.get_hash().len(), 40);
+        }
+        assert_ne!(s.issue.get_hash(), s.authenticate.get_hash());
+    }
+
+    #[test]
+    fn builder_debug_hides_the_secret_and_the_url() {
+        let b = RedisStore::builder("redis://:hunter2@127.0.0.1/0").secret(&[42u8; 32]);
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn bad_settings_are_named_before_connecting() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Port 9 (discard) is never a Redis: reaching it would fail differently.
+        let url = "redis://127.0.0.1:9/0";
+        let err = |b: RedisBuilder| rt.block_on(b.connect()).unwrap_err();
+        assert_eq!(err(RedisStore::builder(url)), RedisBuildError::Secret);
+        assert_eq!(
+            err(RedisStore::builder(url).secret(&[1u8; 31])),
+            RedisBuildError::Secret
+        );
+        let ok = || RedisStore::builder(url).secret(&[1u8; 32]);
+        assert_eq!(err(ok().prefix("a{b}")), RedisBuildError::Prefix);
+        assert_eq!(err(ok().connections(0)), RedisBuildError::Connections);
+        assert_eq!(
+            err(ok().timeout(Duration::ZERO)),
+            RedisBuildError::Connections
+        );
+        assert!(matches!(
+            err(ok().settings(crate::Store::builder().shards(3))),
+            RedisBuildError::Config(_)
+        ));
+        assert!(matches!(
+            err(RedisStore::builder("http://x").secret(&[1u8; 32])),
+            RedisBuildError::Url(_)
+        ));
+    }
+}

@@ -1,0 +1,680 @@
+//! The Redis backend on a real redis-server: the property test against the model
+//! (the same one the embedded store passes), one rotation per batch across many
+//! connections, two stores standing in for two nodes, what a dump of Redis reveals,
+//! and faults (server killed, paused and restarted; scripts flushed).
+//!
+//! Needs `BATON_REDIS_URL` (`.ci/redis.sh` starts a server and sets it). The fault
+//! tests start their own `redis-server` (`BATON_REDIS_SERVER`, default from `PATH`)
+//! on ports 6391 and 6392 (`BATON_REDIS_FAULT_PORT` moves both).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::model::{Answer, Issued, Model};
+use baton::{
+    Authenticated, Backend, BackendError, InputError, ManualClock, RedisStore, Rejection,
+    SessionInfo, Store,
+};
+use common::{op, run, settings, Subject};
+use proptest::prelude::*;
+use redis::AsyncCommands;
+
+const SECRET: &[u8; 32] = b"test secret, 32 bytes long......";
+/// Generous: a hang detector for calls that must answer, never a performance bound.
+const HANG: Duration = Duration::from_secs(30);
+
+fn url() -> String {
+    std::env::var("BATON_REDIS_URL")
+        .expect("BATON_REDIS_URL is not set: run these tests through .ci/redis.sh")
+}
+
+/// A prefix no other test (or earlier run) uses.
+fn fresh_prefix(what: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "t-{what}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("a redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis answers")
+}
+
+/// Every key under `prefix`, with every value it holds, as bytes.
+async fn dump(url: &str, prefix: &str) -> Vec<(String, Vec<Vec<u8>>, i64)> {
+    let mut con = raw(url).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let values: Vec<Vec<u8>> = match kind.as_str() {
+            "hash" => {
+                let all: Vec<Vec<u8>> = con.hgetall(&key).await.unwrap();
+                all
+            }
+            "string" => vec![con.get(&key).await.unwrap()],
+            "zset" => con.zrange(&key, 0, -1).await.unwrap(),
+            other => panic!("unexpected {other} at {key}"),
+        };
+        let ttl: i64 = con.pttl(&key).await.unwrap();
+        out.push((key, values, ttl));
+    }
+    out
+}
+
+async fn forget(url: &str, prefix: &str) {
+    let mut con = raw(url).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = con.del(keys).await.unwrap();
+    }
+}
+
+fn store(prefix: &str) -> baton::RedisBuilder {
+    RedisStore::builder(&url())
+        .secret(SECRET)
+        .prefix(prefix)
+        .timeout(Duration::from_secs(5))
+}
+
+/// The Redis backend on a hand-driven clock, for the model.
+struct OnRedis {
+    rt: tokio::runtime::Runtime,
+    store: RedisStore,
+    clock: ManualClock,
+    prefix: String,
+}
+
+impl OnRedis {
+    fn new(s: &common::Settings) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let clock = ManualClock::default();
+        let prefix = fresh_prefix("prop");
+        let store = rt
+            .block_on(
+                store(&prefix)
+                    .settings(s.builder())
+                    .connections(1)
+                    .clock(Arc::new(clock.clone()))
+                    // The clock is driven by hand; Redis expires keys by real time.
+                    .ttl_grace(Duration::from_secs(3600))
+                    .connect(),
+            )
+            .expect("connects");
+        OnRedis {
+            rt,
+            store,
+            clock,
+            prefix,
+        }
+    }
+}
+
+impl Drop for OnRedis {
+    fn drop(&mut self) {
+        self.rt.block_on(forget(&url(), &self.prefix));
+    }
+}
+
+fn answered<T, E: std::fmt::Display>(r: Result<T, BackendError<E>>) -> Result<T, E> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(BackendError::Refused(e)) => Err(e),
+        Err(e) => panic!("redis did not answer: {e}"),
+    }
+}
+
+impl Subject for OnRedis {
+    fn now(&self) -> u64 {
+        use baton::Clock;
+        self.clock.now_ms()
+    }
+    fn advance(&self, ms: u64) {
+        self.clock.advance(Duration::from_millis(ms));
+    }
+    fn issue(&self, uid: &str) -> Result<Issued, InputError> {
+        answered(self.rt.block_on(self.store.issue(uid))).map(|c| Issued::of(&c))
+    }
+    fn authenticate(&self, uid: &str, client: &str, token: &str) -> Answer {
+        let r = self
+            .rt
+            .block_on(self.store.authenticate(uid, client, token));
+        Answer::of(&answered(r))
+    }
+    fn revoke(&self, uid: &str, client: &str) -> Result<bool, InputError> {
+        answered(self.rt.block_on(self.store.revoke(uid, client)))
+    }
+    fn revoke_user(&self, uid: &str) -> Result<usize, InputError> {
+        answered(self.rt.block_on(self.store.revoke_user(uid)))
+    }
+    fn sessions(&self, uid: &str) -> Result<Vec<SessionInfo>, InputError> {
+        answered(self.rt.block_on(self.store.sessions(uid)))
+    }
+    fn live_after_sweep(&self) -> usize {
+        self.rt.block_on(self.store.live()).expect("redis answers") as usize
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn redis_answers_as_the_model(s in settings(), ops in prop::collection::vec(op(), 1..120)) {
+        let subject = OnRedis::new(&s);
+        let mut model = Model::new(*subject.store.policy(), s.max_clients_per_user);
+        if let Err(e) = run(&subject, &mut model, &ops) {
+            return Err(TestCaseError::fail(format!("{e}\nsettings: {s:?}")));
+        }
+    }
+}
+
+fn token_of(a: &Authenticated<'_>) -> String {
+    a.credentials().token().as_str().to_owned()
+}
+
+#[test]
+fn one_rotation_per_batch_across_many_connections() {
+    let rt = runtime();
+    let clock = ManualClock::default();
+    let prefix = fresh_prefix("batch");
+    let store = Arc::new(
+        rt.block_on(
+            store(&prefix)
+                .connections(8)
+                .clock(Arc::new(clock.clone()))
+                .ttl_grace(Duration::from_secs(600))
+                .connect(),
+        )
+        .unwrap(),
+    );
+    let uid = "batch@example.com";
+    let first = rt.block_on(store.issue(uid)).unwrap();
+    let client = first.client().as_str().to_owned();
+    let mut current = first.token().as_str().to_owned();
+    let mut seen = std::collections::HashSet::from([current.clone()]);
+    for round in 0..20 {
+        let answers: Vec<_> = rt.block_on(async {
+            let tasks: Vec<_> = (0..64)
+                .map(|_| {
+                    let (store, client, token) = (store.clone(), client.clone(), current.clone());
+                    tokio::spawn(async move {
+                        store
+                            .authenticate(uid, &client, &token)
+                            .await
+                            .map(|a| (a.is_rotated(), token_of(&a)))
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.expect("task"));
+            }
+            out
+        });
+        let answers: Vec<(bool, String)> = answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|e| panic!("round {round}: {e}")))
+            .collect();
+        assert_eq!(
+            answers.iter().filter(|(r, _)| *r).count(),
+            1,
+            "round {round}"
+        );
+        let next = &answers[0].1;
+        assert!(
+            answers.iter().all(|(_, t)| t == next),
+            "round {round}: {answers:?}"
+        );
+        assert!(
+            seen.insert(next.clone()),
+            "round {round}: a token minted twice"
+        );
+        current = next.clone();
+        clock.advance(Duration::from_millis(10));
+    }
+    rt.block_on(forget(&url(), &prefix));
+}
+
+#[test]
+fn two_nodes_share_sessions() {
+    let rt = runtime();
+    let clock = ManualClock::default();
+    let prefix = fresh_prefix("nodes");
+    let node = |secret: &[u8]| {
+        rt.block_on(
+            store(&prefix)
+                .secret(secret)
+                .clock(Arc::new(clock.clone()))
+                .ttl_grace(Duration::from_secs(600))
+                .connect(),
+        )
+        .unwrap()
+    };
+    let (a, b) = (node(SECRET), node(SECRET));
+    let stranger = node(b"another secret, also 32 bytes...");
+    let uid = "nodes@example.com";
+    rt.block_on(async {
+        let c = a.issue(uid).await.unwrap();
+        let client = c.client().as_str().to_owned();
+        let t0 = c.token().as_str().to_owned();
+        let t1 = token_of(&a.authenticate(uid, &client, &t0).await.unwrap());
+        // Inside the batch window B converges on A's successor...
+        let batched = b.authenticate(uid, &client, &t0).await.unwrap();
+        assert!(!batched.is_rotated());
+        assert_eq!(token_of(&batched), t1);
+        // ...and after it, the token A retired is stale on B.
+        clock.advance(Duration::from_secs(6));
+        assert_eq!(
+            b.authenticate(uid, &client, &t0).await,
+            Err(BackendError::Refused(Rejection::Replayed))
+        );
+        let t2 = token_of(&b.authenticate(uid, &client, &t1).await.unwrap());
+        assert_eq!(a.sessions(uid).await.unwrap()[0].generation, 2);
+        // A node with another secret recognises none of the tokens.
+        assert_eq!(
+            stranger.authenticate(uid, &client, &t2).await,
+            Err(BackendError::Refused(Rejection::InvalidToken))
+        );
+        // Sign-out through B ends the session on A.
+        assert_eq!(b.revoke(uid, &client).await, Ok(true));
+        assert_eq!(
+            a.authenticate(uid, &client, &t2).await,
+            Err(BackendError::Refused(Rejection::UnknownSession))
+        );
+        // revoke_user through A ends B's sign-ins.
+        let c1 = b.issue(uid).await.unwrap();
+        let c2 = b.issue(uid).await.unwrap();
+        assert_eq!(a.revoke_user(uid).await, Ok(2));
+        for c in [c1, c2] {
+            assert_eq!(
+                b.authenticate(uid, c.client().as_str(), c.token().as_str())
+                    .await,
+                Err(BackendError::Refused(Rejection::UnknownSession))
+            );
+        }
+        assert_eq!(a.live().await, Ok(0));
+    });
+    rt.block_on(forget(&url(), &prefix));
+}
+
+#[test]
+fn the_server_clock_sets_expiry_and_ttls() {
+    let rt = runtime();
+    let prefix = fresh_prefix("clock");
+    let lifespan = Duration::from_secs(3600);
+    let s = rt
+        .block_on(
+            store(&prefix)
+                .settings(Store::builder().token_lifespan(lifespan))
+                .connect(),
+        )
+        .unwrap();
+    rt.block_on(async {
+        let mut con = raw(&url()).await;
+        let server_ms = |t: (u64, u64)| t.0 * 1000 + t.1 / 1000;
+        let before: (u64, u64) = redis::cmd("TIME").query_async(&mut con).await.unwrap();
+        let c = s.issue("clock@example.com").await.unwrap();
+        let after: (u64, u64) = redis::cmd("TIME").query_async(&mut con).await.unwrap();
+        let lifespan_ms = lifespan.as_millis() as u64;
+        let lo = (server_ms(before) + lifespan_ms) / 1000;
+        let hi = (server_ms(after) + lifespan_ms) / 1000;
+        assert!(
+            (lo..=hi).contains(&c.expiry()),
+            "{lo} <= {} <= {hi}",
+            c.expiry()
+        );
+        // Redis reclaims the session by itself when it expires.
+        for (key, _, ttl) in dump(&url(), &prefix).await {
+            assert!(ttl > 0 && ttl <= lifespan_ms as i64, "{key}: {ttl}");
+        }
+    });
+    rt.block_on(forget(&url(), &prefix));
+}
+
+#[test]
+fn a_dump_of_redis_holds_no_working_token() {
+    let rt = runtime();
+    for (window, recovery) in [(0u64, 0u64), (5000, 0), (0, 8000)] {
+        let clock = ManualClock::default();
+        let prefix = fresh_prefix("dump");
+        let s = rt
+            .block_on(
+                store(&prefix)
+                    .settings(
+                        Store::builder()
+                            .batch_window(Duration::from_millis(window))
+                            .recovery_window(Duration::from_millis(recovery)),
+                    )
+                    .clock(Arc::new(clock.clone()))
+                    .connect(),
+            )
+            .unwrap();
+        let uid = "dump@example.com";
+        let c = rt.block_on(s.issue(uid)).unwrap();
+        let client = c.client().as_str().to_owned();
+        let mut tokens = vec![c.token().as_str().to_owned()];
+        for _ in 0..12 {
+            clock.advance(Duration::from_secs(1));
+            let t = tokens.last().unwrap().clone();
+            tokens.push(token_of(
+                &rt.block_on(s.authenticate(uid, &client, &t)).unwrap(),
+            ));
+        }
+        let held = rt.block_on(dump(&url(), &prefix));
+        let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+        let current = tokens.last().unwrap();
+        for (i, t) in tokens.iter().enumerate() {
+            let raw = base64_url_decode(t);
+            for (key, values, ttl) in &held {
+                for v in values {
+                    assert!(!contains(v, &raw), "{key} holds token {i}'s bytes");
+                    if contains(v, t.as_bytes()) {
+                        // Only the current token, only while a batch may need it.
+                        assert_eq!(t, current, "{key} holds retired token {i}");
+                        assert!(window.max(recovery) > 0, "{key}: no window needs it");
+                        assert!(
+                            *ttl > 0 && *ttl <= window.max(recovery) as i64,
+                            "{key} keeps it for {ttl} ms"
+                        );
+                    }
+                }
+            }
+        }
+        rt.block_on(forget(&url(), &prefix));
+    }
+}
+
+fn base64_url_decode(t: &str) -> Vec<u8> {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    let mut out = [0u8; 16];
+    Base64UrlUnpadded::decode(t, &mut out).expect("a token");
+    out.to_vec()
+}
+
+/// A redis-server of this test's own, killed when dropped.
+struct OwnServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnServer {
+    fn start(port: u16) -> Self {
+        let mut s = OwnServer { port, child: None };
+        s.restart();
+        s
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn restart(&mut self) {
+        let bin = std::env::var("BATON_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(bin)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (set BATON_REDIS_SERVER?)");
+        self.child = Some(child);
+        // Bounded wait for it to listen.
+        for _ in 0..100 {
+            if redis::Client::open(self.url())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                .is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on port {} did not come up", self.port);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success());
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // A paused server must be resumed to die cleanly.
+            self.signal("-CONT");
+        }
+        self.kill();
+    }
+}
+
+fn fault_port(offset: u16) -> u16 {
+    std::env::var("BATON_REDIS_FAULT_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(6391)
+        + offset
+}
+
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(HANG, f).await.expect("a call hung")
+}
+
+fn unavailable<T: std::fmt::Debug, E: std::fmt::Debug>(r: Result<T, BackendError<E>>) {
+    assert!(
+        matches!(r, Err(BackendError::Unavailable(_))),
+        "expected unavailable, got {r:?}"
+    );
+}
+
+#[test]
+#[ignore = "starts and kills its own redis-server; run by .ci/redis.sh"]
+fn redis_stopped_paused_and_restarted() {
+    let mut server = OwnServer::start(fault_port(0));
+    let rt = runtime();
+    let s = rt
+        .block_on(
+            RedisStore::builder(&server.url())
+                .secret(SECRET)
+                .connections(2)
+                .timeout(Duration::from_millis(300))
+                .connect(),
+        )
+        .unwrap();
+    let uid = "fault@example.com";
+    rt.block_on(async {
+        let c = s.issue(uid).await.unwrap();
+        let client = c.client().as_str().to_owned();
+        let t1 = token_of(
+            &s.authenticate(uid, &client, c.token().as_str())
+                .await
+                .unwrap(),
+        );
+
+        // Paused: calls time out as unavailable, never as a rejection.
+        server.signal("-STOP");
+        for _ in 0..3 {
+            unavailable(bounded(s.authenticate(uid, &client, &t1)).await);
+        }
+        server.signal("-CONT");
+        let t2 = loop_until_answered(|| s.authenticate(uid, &client, &t1)).await;
+        let t2 = token_of(&t2.expect("the session survives a pause"));
+
+        // Stopped: unavailable on every connection, bounded.
+        server.kill();
+        for _ in 0..4 {
+            unavailable(bounded(s.authenticate(uid, &client, &t2)).await);
+            unavailable(bounded(s.issue(uid)).await);
+        }
+        // Restarted (empty: no persistence): the store reconnects by itself.
+        server.restart();
+        let fresh = loop_until_answered(|| s.issue(uid)).await.unwrap();
+        assert_eq!(
+            s.authenticate(uid, &client, &t2).await,
+            Err(BackendError::Refused(Rejection::UnknownSession))
+        );
+        assert!(s
+            .authenticate(uid, fresh.client().as_str(), fresh.token().as_str())
+            .await
+            .unwrap()
+            .is_rotated());
+    });
+}
+
+/// Retries `call` until Redis answers (a bounded number of times).
+async fn loop_until_answered<T, E, F>(call: impl Fn() -> F) -> Result<T, BackendError<E>>
+where
+    F: std::future::Future<Output = Result<T, BackendError<E>>>,
+{
+    for _ in 0..200 {
+        match tokio::time::timeout(HANG, call()).await.expect("hung") {
+            Err(BackendError::Unavailable(_)) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            answered => return answered,
+        }
+    }
+    panic!("redis did not come back");
+}
+
+#[test]
+#[ignore = "starts its own redis-server; run by .ci/redis.sh"]
+fn scripts_flushed_from_redis_are_loaded_again() {
+    let server = OwnServer::start(fault_port(1));
+    let rt = runtime();
+    rt.block_on(async {
+        let s = RedisStore::builder(&server.url())
+            .secret(SECRET)
+            .connect()
+            .await
+            .unwrap();
+        let mut con = raw(&server.url()).await;
+        let cached = |info: String| -> u64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix("number_of_cached_scripts:"))
+                .and_then(|n| n.trim().parse().ok())
+                .expect("INFO memory reports cached scripts")
+        };
+        let uid = "flush@example.com";
+        let c = s.issue(uid).await.unwrap();
+        let client = c.client().as_str().to_owned();
+        let mut token = c.token().as_str().to_owned();
+        for _ in 0..3 {
+            let _: () = redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            let info: String = redis::cmd("INFO")
+                .arg("memory")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert_eq!(cached(info), 0);
+            token = token_of(&s.authenticate(uid, &client, &token).await.unwrap());
+            let info: String = redis::cmd("INFO")
+                .arg("memory")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert_eq!(cached(info), 1, "authenticate loaded its script again");
+        }
+        assert_eq!(s.sessions(uid).await.unwrap()[0].generation, 3);
+    });
+}
+
+/// Every token a session ever had, presented after the batch window: the last
+/// `REPLAY_DEPTH + 1` retired ones answer `Replayed`, older ones `InvalidToken`,
+/// the same on both backends.
+async fn presented_history<B: Backend>(b: &B, clock: &ManualClock) -> Vec<Result<bool, Rejection>> {
+    let uid = "history@example.com";
+    let c = b.issue(uid).await.unwrap();
+    let client = c.client().as_str().to_owned();
+    let mut tokens = vec![c.token().as_str().to_owned()];
+    for _ in 0..14 {
+        clock.advance(Duration::from_secs(1));
+        let t = tokens.last().unwrap().clone();
+        tokens.push(token_of(&b.authenticate(uid, &client, &t).await.unwrap()));
+    }
+    clock.advance(Duration::from_secs(10));
+    let mut answers = Vec::new();
+    for t in tokens.iter().rev().skip(1) {
+        answers.push(match b.authenticate(uid, &client, t).await {
+            Ok(a) => Ok(a.is_rotated()),
+            Err(BackendError::Refused(r)) => Err(r),
+            Err(e) => panic!("{e}"),
+        });
+    }
+    answers
+}
+
+#[test]
+fn retired_tokens_are_recognised_as_deep_as_in_memory() {
+    let rt = runtime();
+    let clock = ManualClock::default();
+    let prefix = fresh_prefix("history");
+    let on_redis = rt
+        .block_on(
+            store(&prefix)
+                .clock(Arc::new(clock.clone()))
+                .ttl_grace(Duration::from_secs(600))
+                .connect(),
+        )
+        .unwrap();
+    let redis_answers = rt.block_on(presented_history(&on_redis, &clock));
+    let clock = ManualClock::default();
+    let in_memory = Store::builder().clock(clock.clone()).build().unwrap();
+    let memory_answers = rt.block_on(presented_history(&in_memory, &clock));
+    let depth = baton::REPLAY_DEPTH as usize;
+    let mut expected = vec![Err(Rejection::Replayed); depth + 1];
+    expected.resize(14, Err(Rejection::InvalidToken));
+    assert_eq!(memory_answers, expected);
+    assert_eq!(redis_answers, expected);
+    rt.block_on(forget(&url(), &prefix));
+}
