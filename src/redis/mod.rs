@@ -1,24 +1,4 @@
-//! The Redis backend (feature `redis`): SPEC's decision table run inside Redis, so
-//! every node of a service sees the same sessions. A token rotated through one node
-//! is stale on all of them; a sign-out through one ends the session everywhere.
-//!
-//! Each operation is one Lua script, so one atomic step on the server: loaded once,
-//! run by its SHA, reloaded when Redis has forgotten it (`NOSCRIPT`, after a restart
-//! or `SCRIPT FLUSH`). The scripts read the server's `TIME`, one clock for all nodes.
-//!
-//! What Redis holds of a session: its generation, sign-in and rotation times, and
-//! HMAC-SHA256 keyed hashes of its current token, the previous one and
-//! [`REPLAY_DEPTH`] older ones (so those still answer `Replayed`). The current
-//! token's plaintext is kept only while a batch (or the recovery window) may need to
-//! hand it to a request that presented the previous one, and nothing else of a token
-//! is ever stored: a dump of Redis holds no token that still works, except one minted
-//! less than `max(batch_window, recovery_window)` ago. Expiry is a Redis TTL, so Redis
-//! reclaims dead sessions by itself.
-//!
-//! Deployment notes: every node needs the same [`secret`](RedisBuilder::secret) and
-//! [`prefix`](RedisBuilder::prefix); run Redis with `maxmemory-policy noeviction` (an
-//! evicting policy may drop the plaintext a batch needs, answered as unavailable), and
-//! with persistence if sign-ins should survive a Redis restart.
+//! The Redis backend (feature `redis`); see [`RedisStore`].
 
 mod keys;
 mod mac;
@@ -271,8 +251,40 @@ async fn bounded<T>(
     }
 }
 
-/// Sessions in Redis, with the same operations and answers as the embedded
-/// [`Store`](crate::Store). See the [module docs](self).
+/// Sessions in Redis (feature `redis`), with the same operations and answers as the
+/// embedded [`Store`](crate::Store): SPEC's decision table run inside Redis, so every
+/// node of a service sees the same sessions. A token rotated through one node is stale
+/// on all of them; a sign-out through one ends the session everywhere.
+///
+/// **Atomicity.** Each operation is one Lua script, so one atomic step on the server
+/// (no read-then-write across round trips): loaded once, run by its SHA, loaded again
+/// when Redis has forgotten it (`NOSCRIPT`, after a restart or `SCRIPT FLUSH`). The
+/// scripts read the server's `TIME`, one clock for all nodes. All keys of a user share
+/// the hash tag `{hex(uid)}`, so the client cap and `revoke_user` stay atomic on Redis
+/// Cluster too.
+///
+/// **What a dump of Redis reveals.** Per session: its generation, sign-in and rotation
+/// times, and HMAC-SHA256 hashes, keyed with the nodes' shared
+/// [`secret`](RedisBuilder::secret), of the current token, the previous one and
+/// [`REPLAY_DEPTH`] older ones (so those still answer `Replayed`). The current token's
+/// plaintext is kept only while a request presenting the previous one may need it
+/// handed back: at most `max(batch_window, recovery_window)` after its rotation (never,
+/// when both are 0), shortened to the batch window once it has been presented. Tokens
+/// (16 bytes, ChaCha20) and client ids are minted here, never by Redis. Expiry is a
+/// Redis TTL, so Redis reclaims dead sessions by itself.
+///
+/// **Failures.** A call that Redis does not answer within the
+/// [`timeout`](RedisBuilder::timeout) (down, paused, restarting) returns
+/// [`BackendError::Unavailable`]: answer 503, not 401. The connections reconnect by
+/// themselves when Redis is back. A rotation that happened but whose answer was lost
+/// leaves the client with the previous token, which the batch window (or the recovery
+/// window) still honours.
+///
+/// **Deployment.** Every node needs the same secret and [`prefix`](RedisBuilder::prefix).
+/// Run Redis with `maxmemory-policy noeviction` (an evicting policy may drop the
+/// plaintext a batch needs, which is answered as unavailable), and with persistence if
+/// sign-ins should survive a Redis restart. [`live`](Self::live) walks every user;
+/// [`stats`](Self::stats) counts this node's answers only.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
