@@ -138,8 +138,9 @@ pub trait Backend: Send + Sync {
         uid: &'a str,
     ) -> impl Future<Output = Result<Vec<SessionInfo>, BackendError<InputError>>> + Send + 'a;
 
-    /// Live sessions of all users. Cheap on the embedded store (after
-    /// [`Store::sweep`]); on Redis it walks every user, so keep it to admin pages.
+    /// Sessions held, all users. The embedded store sums its counters ([`Store::len`]:
+    /// expired sessions count until swept); Redis walks every user and counts only
+    /// live ones, so keep it to admin pages and slow metrics.
     fn live(&self) -> impl Future<Output = Result<u64, Unavailable>> + Send + '_;
 
     /// This process's counters of answers given. On a shared backend each node counts
@@ -193,7 +194,6 @@ impl<C: Clock> Backend for Store<C> {
     }
 
     fn live(&self) -> impl Future<Output = Result<u64, Unavailable>> + Send + '_ {
-        self.sweep();
         ready(Ok(self.len() as u64))
     }
 
