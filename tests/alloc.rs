@@ -45,6 +45,22 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The byte counter is process-wide: tests that read it run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Lets the epoch collector free what removals and table growth retired.
+fn flush_epochs() {
+    for _ in 0..1000 {
+        crossbeam_epoch::pin().flush();
+    }
+}
+
 fn allocations_in(f: impl FnOnce()) -> u64 {
     let before = ALLOCATIONS.with(Cell::get);
     f();
@@ -53,6 +69,7 @@ fn allocations_in(f: impl FnOnce()) -> u64 {
 
 #[test]
 fn authenticate_never_allocates() {
+    let _serial = serial();
     let clock = ManualClock::default();
     let store = Store::builder()
         .clock(clock.clone())
@@ -116,6 +133,7 @@ fn authenticate_never_allocates() {
 /// headers come on top, about 16 bytes per session with glibc).
 #[test]
 fn a_session_costs_at_most_160_bytes() {
+    let _serial = serial();
     const N: usize = 1_000_000;
     let uids: Vec<String> = (0..N).map(|i| format!("user{i:011}@x.io")).collect();
     assert_eq!(uids[0].len(), 20);
@@ -124,12 +142,47 @@ fn a_session_costs_at_most_160_bytes() {
     for uid in &uids {
         store.issue(uid).unwrap();
     }
-    // Let the epoch collector free the tables that growth retired.
-    for _ in 0..1000 {
-        crossbeam_epoch::pin().flush();
-    }
+    flush_epochs();
     let per_session = (NET_BYTES.load(Ordering::Relaxed) - before) as f64 / N as f64;
     println!("bytes per live session at {N}: {per_session:.1}");
     assert_eq!(store.len(), N);
     assert!(per_session <= 160.0, "{per_session:.1} bytes per session");
+}
+
+/// Sign-in and sign-out churn at a steady number of sessions: memory stays flat
+/// (removed sessions and replaced tables come back; tombstones do not pile up).
+#[test]
+fn churn_does_not_grow_memory() {
+    let _serial = serial();
+    const USERS: usize = 2000;
+    let store = Store::builder().shards(4).build().unwrap();
+    let uids: Vec<String> = (0..USERS)
+        .map(|i| format!("churn{i}@example.com"))
+        .collect();
+    let mut clients: Vec<String> = uids
+        .iter()
+        .map(|u| store.issue(u).unwrap().client().as_str().to_owned())
+        .collect();
+    let mut churn = |rounds: usize| {
+        for _ in 0..rounds {
+            for (uid, client) in uids.iter().zip(clients.iter_mut()) {
+                let fresh = store.issue(uid).unwrap().client().as_str().to_owned();
+                assert_eq!(store.revoke(uid, client), Ok(true));
+                *client = fresh;
+            }
+        }
+    };
+    churn(5);
+    flush_epochs();
+    let steady = NET_BYTES.load(Ordering::Relaxed);
+    churn(50);
+    flush_epochs();
+    let after = NET_BYTES.load(Ordering::Relaxed);
+    assert_eq!(store.len(), USERS);
+    // 100 000 sign-ins and sign-outs later: within 64 bytes per session of where it was.
+    let growth = after - steady;
+    assert!(
+        growth < (USERS as isize) * 64,
+        "grew {growth} bytes over {USERS} sessions"
+    );
 }
