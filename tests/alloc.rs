@@ -138,13 +138,15 @@ fn a_session_costs_at_most_160_bytes() {
     let uids: Vec<String> = (0..N).map(|i| format!("user{i:011}@x.io")).collect();
     assert_eq!(uids[0].len(), 20);
     let before = NET_BYTES.load(Ordering::Relaxed);
+    let rss_before = rss_bytes();
     let store = Store::new();
     for uid in &uids {
         store.issue(uid).unwrap();
     }
     flush_epochs();
     let per_session = (NET_BYTES.load(Ordering::Relaxed) - before) as f64 / N as f64;
-    println!("bytes per live session at {N}: {per_session:.1}");
+    let rss = rss_bytes().zip(rss_before).map(|(a, b)| (a - b) as f64 / N as f64);
+    println!("bytes per live session at {N}: {per_session:.1} requested, {rss:.1?} resident (malloc headers included)");
     assert_eq!(store.len(), N);
     assert!(per_session <= 160.0, "{per_session:.1} bytes per session");
 }
@@ -185,4 +187,12 @@ fn churn_does_not_grow_memory() {
         growth < (USERS as isize) * 64,
         "grew {growth} bytes over {USERS} sessions"
     );
+}
+
+/// Resident memory of this process, from /proc (Linux only).
+fn rss_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
