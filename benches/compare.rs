@@ -78,7 +78,10 @@ struct Row {
     workload: String,
     threads: usize,
     contender: &'static str,
+    /// The median over rounds, and the lowest and highest round.
     ops_per_sec: f64,
+    ops_min: f64,
+    ops_max: f64,
     p50_ns: u64,
     p99_ns: u64,
     p999_ns: u64,
@@ -185,12 +188,17 @@ fn measure(
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let (run_for, warm_ops) = if quick {
-        (Duration::from_millis(100), 2_000)
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--profile") {
+        return profile(&args[i + 1..]);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let (rounds, run_for, warm_ops) = if quick {
+        (1, Duration::from_millis(80), 2_000)
     } else {
-        (Duration::from_secs(1), 20_000)
+        (3, Duration::from_millis(400), 20_000)
     };
+    let load_before = load_average();
     let began = Instant::now();
     let workloads = harness::grid(&[1000, BIG]);
 
@@ -219,67 +227,105 @@ fn main() {
     }
 
     let mut key_cache: HashMap<(usize, Dist, usize), Vec<Vec<u32>>> = HashMap::new();
-    let mut rows = Vec::new();
+    type Samples = (Vec<f64>, Option<Histogram<u64>>, u64);
+    let mut samples: HashMap<(String, usize, &'static str), Samples> = HashMap::new();
+    let mut cells: Vec<(String, usize)> = Vec::new();
     let mut cell = 0usize;
-    for w in &workloads {
-        let n = w.population();
-        for &threads in &THREADS {
-            let keys = key_cache
-                .entry((n, w.dist, threads))
-                .or_insert_with(|| match w.size {
-                    Size::Sessions(n) if w.mix != Mix::Storm => {
-                        let per = n.div_ceil(threads);
-                        let len = if n >= BIG { 1 << 20 } else { 1 << 16 };
-                        (0..threads)
-                            .map(|t| {
-                                let mine = per.min(n - t * per);
-                                harness::keys(mine, w.dist, len, 0x9E37_79B9 + t as u64)
-                            })
-                            .collect()
+    for round in 0..rounds {
+        for w in &workloads {
+            let n = w.population();
+            for &threads in &THREADS {
+                let keys = key_cache
+                    .entry((n, w.dist, threads))
+                    .or_insert_with(|| match w.size {
+                        Size::Sessions(n) if w.mix != Mix::Storm => {
+                            let per = n.div_ceil(threads);
+                            let len = if n >= BIG { 1 << 20 } else { 1 << 16 };
+                            (0..threads)
+                                .map(|t| {
+                                    let mine = per.min(n - t * per);
+                                    harness::keys(mine, w.dist, len, 0x9E37_79B9 + t as u64)
+                                })
+                                .collect()
+                        }
+                        _ => Vec::new(),
+                    });
+                if round == 0 {
+                    cells.push((w.name(), threads));
+                }
+                // Alternate the order so no contender always runs first or last.
+                let mut order: Vec<&'static str> = NAMES.to_vec();
+                order.rotate_left(cell % NAMES.len());
+                if cell % 2 == 1 {
+                    order.reverse();
+                }
+                cell += 1;
+                for name in order {
+                    let inst = instances.get_mut(&(n, name)).expect("populated");
+                    if !w.runs_on(&*inst.c) {
+                        continue;
                     }
-                    _ => Vec::new(),
-                });
-            // Alternate the order so no contender always runs first or last.
-            let mut order: Vec<&'static str> = NAMES.to_vec();
-            order.rotate_left(cell % NAMES.len());
-            if cell % 2 == 1 {
-                order.reverse();
-            }
-            cell += 1;
-            for name in order {
-                let inst = instances.get_mut(&(n, name)).expect("populated");
-                if !w.runs_on(&*inst.c) {
-                    continue;
+                    let (_, ops_per_sec, hist, errors) =
+                        measure(inst, w, &uid_sets[&n], keys, threads, run_for, warm_ops);
+                    if errors > 0 {
+                        eprintln!(
+                            "warning: {name} gave {errors} unexpected answers on {}",
+                            w.name()
+                        );
+                    }
+                    let entry = samples.entry((w.name(), threads, name)).or_default();
+                    entry.0.push(ops_per_sec);
+                    match &mut entry.1 {
+                        Some(h) => h.add(&hist).expect("same bounds"),
+                        None => entry.1 = Some(hist),
+                    }
+                    entry.2 += errors;
                 }
-                let (_, ops_per_sec, hist, errors) =
-                    measure(inst, w, &uid_sets[&n], keys, threads, run_for, warm_ops);
-                if errors > 0 {
-                    eprintln!(
-                        "warning: {name} gave {errors} unexpected answers on {}",
-                        w.name()
-                    );
-                }
-                rows.push(Row {
-                    workload: w.name(),
-                    threads,
-                    contender: name,
-                    ops_per_sec,
-                    p50_ns: hist.value_at_quantile(0.50),
-                    p99_ns: hist.value_at_quantile(0.99),
-                    p999_ns: hist.value_at_quantile(0.999),
-                    errors,
-                });
+                eprintln!(
+                    "round {round}: {} x{threads} done at {:.1?}",
+                    w.name(),
+                    began.elapsed()
+                );
             }
-            eprintln!("{} x{threads} done at {:.1?}", w.name(), began.elapsed());
         }
     }
+    let mut rows = Vec::new();
+    for (w, threads) in &cells {
+        for name in NAMES {
+            let Some((mut ops, hist, errors)) = samples.remove(&(w.clone(), *threads, name)) else {
+                continue;
+            };
+            ops.sort_by(f64::total_cmp);
+            let hist = hist.expect("one round at least");
+            rows.push(Row {
+                workload: w.clone(),
+                threads: *threads,
+                contender: name,
+                ops_per_sec: ops[ops.len() / 2],
+                ops_min: ops[0],
+                ops_max: ops[ops.len() - 1],
+                p50_ns: hist.value_at_quantile(0.50),
+                p99_ns: hist.value_at_quantile(0.99),
+                p999_ns: hist.value_at_quantile(0.999),
+                errors,
+            });
+        }
+    }
+    let machine = Machine {
+        nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu: cpu_model(),
+        load_before,
+        load_after: load_average(),
+        rounds,
+        run_for,
+    };
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/baton-bench");
     std::fs::create_dir_all(&dir).expect("create target/baton-bench");
     std::fs::write(dir.join("compare.json"), json(&rows, &bytes_per_session)).expect("write json");
     std::fs::write(
         dir.join("compare.md"),
-        markdown(&rows, &bytes_per_session, quick),
+        markdown(&rows, &bytes_per_session, quick, &machine),
     )
     .expect("write markdown");
     eprintln!(
@@ -290,6 +336,61 @@ fn main() {
     );
 }
 
+struct Machine {
+    nproc: usize,
+    cpu: String,
+    load_before: String,
+    load_after: String,
+    rounds: usize,
+    run_for: Duration,
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The 1, 5 and 15 minute load averages: the machine is shared, so a reader can judge
+/// how much of the noise is other work.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Runs one contender's rotate path on one thread for `n` requests, untimed, for
+/// `valgrind --tool=callgrind`: the difference of two runs with different `n` is
+/// the cost of `n` requests, free of setup.
+fn profile(args: &[String]) {
+    let name = args.first().map_or("baton", |s| s.as_str());
+    let n: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let w = Workload {
+        mix: Mix::Rotate,
+        size: Size::Sessions(1000),
+        dist: Dist::Uniform,
+        churn: false,
+    };
+    let uids = harness::uids(1000);
+    let name = NAMES
+        .iter()
+        .copied()
+        .find(|x| *x == name)
+        .expect("a contender name");
+    let (mut inst, _) = populate(name, &uids, false);
+    let keys = harness::keys(1000, Dist::Uniform, 1 << 16, 1);
+    let mut wk = Worker::new(&*inst.c, &w, &uids, &mut inst.entries, &keys, None);
+    wk.sample = false;
+    wk.run(n);
+    eprintln!("{name}: {n} requests, {} unexpected answers", wk.errors);
+}
+
 fn json(rows: &[Row], bytes: &HashMap<&'static str, f64>) -> String {
     let mut out = String::from("[\n");
     for (i, r) in rows.iter().enumerate() {
@@ -297,8 +398,8 @@ fn json(rows: &[Row], bytes: &HashMap<&'static str, f64>) -> String {
         writeln!(
             out,
             "  {{\"workload\": \"{}\", \"threads\": {}, \"contender\": \"{}\", \"ops_per_sec\": {:.0}, \
-             \"p50_ns\": {}, \"p99_ns\": {}, \"p999_ns\": {}, \"errors\": {}, \"bytes_per_session\": {:.1}}}{sep}",
-            r.workload, r.threads, r.contender, r.ops_per_sec, r.p50_ns, r.p99_ns, r.p999_ns, r.errors,
+             \"ops_per_sec_min\": {:.0}, \"ops_per_sec_max\": {:.0}, \"p50_ns\": {}, \"p99_ns\": {}, \"p999_ns\": {}, \"errors\": {}, \"bytes_per_session\": {:.1}}}{sep}",
+            r.workload, r.threads, r.contender, r.ops_per_sec, r.ops_min, r.ops_max, r.p50_ns, r.p99_ns, r.p999_ns, r.errors,
             bytes.get(r.contender).copied().unwrap_or(f64::NAN),
         )
         .expect("write to string");
@@ -313,25 +414,38 @@ fn mops(x: f64) -> String {
 
 /// The table for BENCHMARKS.md: one line per workload and thread count, throughput of
 /// each contender, and baton's ratio to the best of the others.
-fn markdown(rows: &[Row], bytes: &HashMap<&'static str, f64>, quick: bool) -> String {
+fn markdown(rows: &[Row], bytes: &HashMap<&'static str, f64>, quick: bool, m: &Machine) -> String {
     let mut out = String::new();
     let mode = if quick { " --quick" } else { "" };
-    writeln!(out, "Made by `cargo bench --bench compare --{mode}`.\n").ok();
+    writeln!(
+        out,
+        "Made by `cargo bench --bench compare --{mode}` on {} ({} cores); load average \
+         before {} and after {}; {} round(s) of {:?} per cell, median shown.\n",
+        m.cpu, m.nproc, m.load_before, m.load_after, m.rounds, m.run_for
+    )
+    .ok();
     writeln!(
         out,
         "### Throughput, million requests per second (higher is better)\n"
+    )
+    .ok();
+    writeln!(
+        out,
+        "Last columns: baton's median over the best other full contender's (the floor \
+         excluded), baton over the floor, and baton's spread over rounds \
+         ((max - min) / median).\n"
     )
     .ok();
     write!(out, "| workload | threads |").ok();
     for n in NAMES {
         write!(out, " {n} |").ok();
     }
-    writeln!(out, " baton / best other |").ok();
+    writeln!(out, " baton / best other | baton / floor | baton spread |").ok();
     write!(out, "|---|---:|").ok();
     for _ in NAMES {
         write!(out, "---:|").ok();
     }
-    writeln!(out, "---:|").ok();
+    writeln!(out, "---:|---:|---:|").ok();
     let mut keys: Vec<(String, usize)> = Vec::new();
     for r in rows {
         if !keys.contains(&(r.workload.clone(), r.threads)) {
@@ -350,14 +464,25 @@ fn markdown(rows: &[Row], bytes: &HashMap<&'static str, f64>, quick: bool) -> St
                 None => write!(out, " – |").ok(),
             };
         }
-        let baton = find(w, *t, "baton").map_or(0.0, |r| r.ops_per_sec);
+        let b = find(w, *t, "baton");
+        let baton = b.map_or(0.0, |r| r.ops_per_sec);
+        let spread = b.map_or(0.0, |r| (r.ops_max - r.ops_min) / r.ops_per_sec);
+        let floor = find(w, *t, "floor").map_or("–".to_string(), |r| {
+            format!("{:.2}", baton / r.ops_per_sec)
+        });
         let best = NAMES
             .iter()
             .filter(|n| !matches!(**n, "baton" | "floor"))
             .filter_map(|n| find(w, *t, n))
             .map(|r| r.ops_per_sec)
             .fold(0.0f64, f64::max);
-        writeln!(out, " {:.2} |", baton / best).ok();
+        writeln!(
+            out,
+            " {:.2} | {floor} | {:.0}% |",
+            baton / best,
+            spread * 100.0
+        )
+        .ok();
     }
     writeln!(out, "\n### Latency p50 / p99 / p99.9, ns (4 threads)\n").ok();
     write!(out, "| workload |").ok();
