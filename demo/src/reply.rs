@@ -1,5 +1,7 @@
 //! Building responses: JSON bodies, the error shapes, and the five credential headers.
 
+use std::io::Write as _;
+
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
@@ -13,6 +15,8 @@ pub type Reply = Response<Full<Bytes>>;
 pub fn json(status: StatusCode, body: &Value) -> Reply {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
+    // Room for the credential and CORS headers up front: growing the map rehashes it.
+    r.headers_mut().reserve(12);
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
@@ -68,11 +72,14 @@ impl AuthHeaders {
     pub fn new(c: &baton::Credentials<'_>) -> Option<AuthHeaders> {
         // One allocation for the four values, sliced: this runs on every request.
         let (token, client, uid) = (c.token().as_str(), c.client().as_str(), c.uid());
-        let expiry = c.expiry().to_string();
-        let mut all = Vec::with_capacity(token.len() + client.len() + uid.len() + expiry.len());
-        for part in [token, client, uid, expiry.as_str()] {
+        let mut all = Vec::with_capacity(token.len() + client.len() + uid.len() + 20);
+        for part in [token, client, uid] {
             all.extend_from_slice(part.as_bytes());
         }
+        let before = all.len();
+        // Writing to a Vec cannot fail.
+        let _ = write!(all, "{}", c.expiry());
+        let expiry_len = all.len() - before;
         let all = Bytes::from(all);
         let mut at = 0;
         let mut next = |len: usize| {
@@ -86,13 +93,12 @@ impl AuthHeaders {
             token: token_value,
             client: next(client.len())?,
             uid: next(uid.len())?,
-            expiry: next(expiry.len())?,
+            expiry: next(expiry_len)?,
         })
     }
 
     /// Puts the five headers and `Cache-Control: no-store` on a response.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        headers.reserve(6);
         headers.insert(ACCESS_TOKEN, self.token.clone());
         headers.insert(TOKEN_TYPE, HeaderValue::from_static("Bearer"));
         headers.insert(CLIENT, self.client.clone());

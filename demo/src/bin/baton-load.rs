@@ -30,11 +30,14 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     connections: usize,
     /// Length of each measured phase, in seconds.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 3)]
     seconds: u64,
-    /// Rounds of (baseline, rotating) phases; figures are summed over rounds.
-    #[arg(long, default_value_t = 2)]
+    /// Rounds of the two phases, alternating their order; figures are summed over rounds.
+    #[arg(long, default_value_t = 4)]
     rounds: usize,
+    /// Run only one phase, for profiling: `base` or `auth`.
+    #[arg(long)]
+    only: Option<String>,
     /// Server worker threads.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
@@ -50,6 +53,7 @@ fn main() {
     let (addr, _server) = start_server(&args);
     let load = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
+        .thread_name("load")
         .enable_all()
         .build()
         .expect("a tokio runtime");
@@ -61,6 +65,7 @@ fn main() {
 fn start_server(args: &Args) -> (SocketAddr, tokio::runtime::Runtime) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.server_threads.max(1))
+        .thread_name("server")
         .enable_all()
         .build()
         .expect("a tokio runtime");
@@ -118,12 +123,31 @@ async fn run(addr: SocketAddr, args: &Args) {
         latencies_us: Vec::new(),
     };
     let (mut base, mut auth) = (empty(), empty());
-    for _ in 0..args.rounds {
-        let (c, p) = phase(conns, false, secs).await;
-        base.absorb(p);
-        let (c, p) = phase(c, true, secs).await;
-        auth.absorb(p);
-        conns = c;
+    let (run_base, run_auth) = match args.only.as_deref() {
+        Some("base") => (true, false),
+        Some("auth") => (false, true),
+        _ => (true, true),
+    };
+    for round in 0..args.rounds {
+        // Odd rounds run the phases in the other order, so that whatever the machine
+        // does over time (other processes, CPU frequency) weighs on both alike.
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for authenticated in order {
+            if (authenticated && !run_auth) || (!authenticated && !run_base) {
+                continue;
+            }
+            let (c, p) = phase(conns, authenticated, secs).await;
+            if authenticated {
+                auth.absorb(p)
+            } else {
+                base.absorb(p)
+            }
+            conns = c;
+        }
     }
     println!(
         "baton-load: {} connections, {} round(s) of {} s per phase, server {} threads, load {} threads, 127.0.0.1",
@@ -279,8 +303,19 @@ impl Conn {
     }
 }
 
+/// The first position of `needle` in `hay`. Jumps between occurrences of its first
+/// byte: comparing a window at every position costs more than the server's work.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    let (&first, _) = needle.split_first()?;
+    let mut from = 0;
+    while let Some(p) = hay.get(from..)?.iter().position(|&b| b == first) {
+        let at = from + p;
+        if hay[at..].starts_with(needle) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// The value after `prefix` (`\r\n` + lower-case name + `: `, as hyper writes it),
