@@ -30,11 +30,17 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     connections: usize,
     /// Length of each measured phase, in seconds.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     seconds: u64,
-    /// Rounds of the two phases, alternating their order; figures are summed over rounds.
-    #[arg(long, default_value_t = 4)]
+    /// Rounds of the two phases, alternating their order; figures are summed over
+    /// rounds, and the median of the rounds' ratios is reported too, since other
+    /// processes on a shared machine come and go between phases.
+    #[arg(long, default_value_t = 10)]
     rounds: usize,
+    /// Send the credential headers in the baseline phase too (the server ignores them
+    /// there), to separate the cost of parsing them from the cost of acting on them.
+    #[arg(long)]
+    baseline_with_headers: bool,
     /// Run only one phase, for profiling: `base` or `auth`.
     #[arg(long)]
     only: Option<String>,
@@ -88,6 +94,9 @@ struct Phase {
     requests: u64,
     elapsed: Duration,
     latencies_us: Vec<u32>,
+    /// CPU time the server's threads used, which other processes on the machine
+    /// do not inflate the way they inflate wall-clock throughput.
+    server_cpu: Duration,
 }
 
 impl Phase {
@@ -101,7 +110,12 @@ impl Phase {
         self.latencies_us.get(i).copied().unwrap_or(0) as f64 / 1000.0
     }
 
+    fn server_cpu_us_per_request(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / self.requests as f64
+    }
+
     fn absorb(&mut self, other: Phase) {
+        self.server_cpu += other.server_cpu;
         self.requests += other.requests;
         self.elapsed += other.elapsed;
         self.latencies_us.extend(other.latencies_us);
@@ -115,14 +129,23 @@ async fn run(addr: SocketAddr, args: &Args) {
     }
     let secs = Duration::from_secs(args.seconds);
     // A short unmeasured warm-up of both paths.
-    conns = phase(conns, false, Duration::from_millis(500)).await.0;
-    conns = phase(conns, true, Duration::from_millis(500)).await.0;
+    let base_mode = if args.baseline_with_headers {
+        Mode::BaselineWithHeaders
+    } else {
+        Mode::Baseline
+    };
+    conns = phase(conns, base_mode, Duration::from_millis(500)).await.0;
+    conns = phase(conns, Mode::Rotating, Duration::from_millis(500))
+        .await
+        .0;
     let empty = || Phase {
         requests: 0,
         elapsed: Duration::ZERO,
         latencies_us: Vec::new(),
+        server_cpu: Duration::ZERO,
     };
     let (mut base, mut auth) = (empty(), empty());
+    let mut ratios = Vec::new();
     let (run_base, run_auth) = match args.only.as_deref() {
         Some("base") => (true, false),
         Some("auth") => (false, true),
@@ -136,11 +159,18 @@ async fn run(addr: SocketAddr, args: &Args) {
         } else {
             [true, false]
         };
+        let mut rps = [f64::NAN; 2];
         for authenticated in order {
             if (authenticated && !run_auth) || (!authenticated && !run_base) {
                 continue;
             }
-            let (c, p) = phase(conns, authenticated, secs).await;
+            let mode = if authenticated {
+                Mode::Rotating
+            } else {
+                base_mode
+            };
+            let (c, p) = phase(conns, mode, secs).await;
+            rps[usize::from(authenticated)] = p.rps();
             if authenticated {
                 auth.absorb(p)
             } else {
@@ -148,32 +178,59 @@ async fn run(addr: SocketAddr, args: &Args) {
             }
             conns = c;
         }
+        ratios.push(rps[1] / rps[0]);
     }
+    ratios.sort_by(f64::total_cmp);
+    let median_ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
     println!(
         "baton-load: {} connections, {} round(s) of {} s per phase, server {} threads, load {} threads, 127.0.0.1",
         args.connections, args.rounds, args.seconds, args.server_threads, args.client_threads
     );
-    println!("| endpoint | requests | requests/s | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| endpoint | requests | requests/s | p50 ms | p99 ms | server CPU µs/request |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let base_name = if args.baseline_with_headers {
+        "GET /public/items (no auth; credential headers sent, ignored)"
+    } else {
+        "GET /public/items (no auth)"
+    };
     for (name, p) in [
-        ("GET /public/items (no auth)", &mut base),
+        (base_name, &mut base),
         ("GET /api/items (auth, rotating)", &mut auth),
     ] {
         let (p50, p99) = (p.percentile(0.50), p.percentile(0.99));
         println!(
-            "| {name} | {} | {:.0} | {p50:.3} | {p99:.3} |",
+            "| {name} | {} | {:.0} | {p50:.3} | {p99:.3} | {:.2} |",
             p.requests,
             p.rps(),
+            p.server_cpu_us_per_request(),
         );
     }
     println!(
-        "rotating / unauthenticated throughput: {:.1}%",
-        100.0 * auth.rps() / base.rps()
+        "rotating / unauthenticated throughput: {:.1}% overall, {:.1}% median of {} rounds",
+        100.0 * auth.rps() / base.rps(),
+        100.0 * median_ratio,
+        ratios.len()
+    );
+    println!(
+        "unauthenticated / rotating server CPU per request: {:.1}%",
+        100.0 * base.server_cpu_us_per_request() / auth.server_cpu_us_per_request()
     );
 }
 
 /// Every connection requests for `length`; returns the connections for the next phase.
-async fn phase(conns: Vec<Conn>, authenticated: bool, length: Duration) -> (Vec<Conn>, Phase) {
+/// What a phase requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `GET /public/items` without credentials.
+    Baseline,
+    /// `GET /public/items` with the credential headers, which it ignores.
+    BaselineWithHeaders,
+    /// `GET /api/items` with the credentials of the previous answer.
+    Rotating,
+}
+
+async fn phase(conns: Vec<Conn>, mode: Mode, length: Duration) -> (Vec<Conn>, Phase) {
+    let cpu_before = server_cpu();
     let start = Instant::now();
     let deadline = start + length;
     let tasks: Vec<_> = conns
@@ -183,7 +240,7 @@ async fn phase(conns: Vec<Conn>, authenticated: bool, length: Duration) -> (Vec<
                 let mut lat = Vec::with_capacity(64 * 1024);
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    c.request(authenticated).await;
+                    c.request(mode).await;
                     lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 }
                 (c, lat)
@@ -201,8 +258,30 @@ async fn phase(conns: Vec<Conn>, authenticated: bool, length: Duration) -> (Vec<
         requests: latencies_us.len() as u64,
         elapsed: start.elapsed(),
         latencies_us,
+        server_cpu: server_cpu().saturating_sub(cpu_before),
     };
     (out, phase)
+}
+
+/// CPU time so far of this process's threads named `server` (the server runtime's
+/// workers), from the kernel's per-thread scheduler statistics, in nanoseconds.
+fn server_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut ns = 0u64;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let is_server =
+            std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == "server");
+        if is_server {
+            ns += std::fs::read_to_string(path.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(ns)
 }
 
 /// One keep-alive connection, signed in as one client.
@@ -243,11 +322,15 @@ impl Conn {
         c
     }
 
-    async fn request(&mut self, authenticated: bool) {
+    async fn request(&mut self, mode: Mode) {
         let mut req = std::mem::take(&mut self.req);
         req.clear();
-        if authenticated {
-            req.extend_from_slice(b"GET /api/items HTTP/1.1\r\nhost: l\r\naccess-token: ");
+        if mode != Mode::Baseline {
+            req.extend_from_slice(if mode == Mode::Rotating {
+                b"GET /api/items HTTP/1.1\r\nhost: l\r\naccess-token: "
+            } else {
+                b"GET /public/items HTTP/1.1\r\nhost: l\r\naccess-token: "
+            });
             req.extend_from_slice(self.token.as_bytes());
             req.extend_from_slice(b"\r\ntoken-type: Bearer\r\nclient: ");
             req.extend_from_slice(self.client.as_bytes());
@@ -265,7 +348,7 @@ impl Conn {
             "{}",
             String::from_utf8_lossy(head)
         );
-        if authenticated {
+        if mode == Mode::Rotating {
             let token = header_bytes(head, b"\r\naccess-token: ").expect("a token");
             self.token.clear();
             self.token
