@@ -152,3 +152,29 @@ impl Cli {
         Ok(state)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_debug_and_the_demo_user_is_only_a_fallback() {
+        let cli = Cli::try_parse_from(["baton-demo", "--user", "a@example.com:s3cret:with:colons"])
+            .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        let state = cli.state(HashCost::FAST).unwrap();
+        assert!(state
+            .users
+            .verify("a@example.com", "s3cret:with:colons")
+            .is_some());
+        assert!(state.users.find(DEMO_USER.0).is_none());
+        assert!(!format!("{state:?}").contains("s3cret"));
+
+        let state = Cli::try_parse_from(["baton-demo"])
+            .unwrap()
+            .state(HashCost::FAST)
+            .unwrap();
+        assert!(state.users.verify(DEMO_USER.0, DEMO_USER.1).is_some());
+    }
+}
