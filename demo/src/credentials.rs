@@ -368,7 +368,7 @@ mod tests {
         let mut accepted = 0;
         for _ in 0..20_000 {
             let mut h = HeaderMap::new();
-            let mut bytes = |n: u64, next: &mut dyn FnMut() -> u64| -> Vec<u8> {
+            let bytes = |n: u64, next: &mut dyn FnMut() -> u64| -> Vec<u8> {
                 let len = (next() % n) as usize;
                 (0..len)
                     .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
