@@ -257,6 +257,10 @@ pub struct Worker<'a> {
     pub hist: Histogram<u64>,
     /// Whether to time one request in `SAMPLE_EVERY` (criterion times the whole run).
     pub sample: bool,
+    /// Picks the timed requests at random: a fixed stride would alias with periodic
+    /// costs (a ChaCha refill every 16 tokens, a new keystream block every 4
+    /// generations) and always time, or never time, the expensive request.
+    sampler: XorShift,
 }
 
 impl<'a> Worker<'a> {
@@ -282,6 +286,7 @@ impl<'a> Worker<'a> {
             errors: 0,
             hist: Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("valid bounds"),
             sample: true,
+            sampler: XorShift(0x2545_F491_4F6C_DD1D),
         }
     }
 
@@ -289,7 +294,7 @@ impl<'a> Worker<'a> {
     #[inline]
     pub fn run(&mut self, n: u64) {
         for _ in 0..n {
-            if self.sample && self.ops % SAMPLE_EVERY == 0 {
+            if self.sample && self.sampler.next() % SAMPLE_EVERY == 0 {
                 let t = Instant::now();
                 self.step();
                 let ns = t.elapsed().as_nanos() as u64;
