@@ -82,6 +82,8 @@ struct Row {
     ops_per_sec: f64,
     ops_min: f64,
     ops_max: f64,
+    /// The median over rounds of the workers' CPU time per request.
+    cpu_ns_per_op: f64,
     p50_ns: u64,
     p99_ns: u64,
     p999_ns: u64,
@@ -122,7 +124,7 @@ fn measure(
     threads: usize,
     run_for: Duration,
     warm_ops: u64,
-) -> (u64, f64, Histogram<u64>, u64) {
+) -> Measured {
     let c = &*inst.c;
     let barrier = Barrier::new(threads + 1);
     let stop = AtomicBool::new(false);
@@ -154,9 +156,11 @@ fn measure(
                     wk.errors = 0;
                     wk.hist.reset();
                     barrier.wait();
+                    let cpu = thread_cpu_ns();
                     wk.run_until(stop);
                     let end = Instant::now();
-                    (wk.ops, wk.errors, wk.hist.clone(), end, wk.seq)
+                    let cpu = thread_cpu_ns().saturating_sub(cpu);
+                    (wk.ops, wk.errors, wk.hist.clone(), end, wk.seq, cpu)
                 })
             })
             .collect();
@@ -184,7 +188,31 @@ fn measure(
         hist.add(&d.2).expect("same bounds");
     }
     let secs = end.duration_since(start).as_secs_f64();
-    (ops, ops as f64 / secs, hist, errors)
+    let cpu: u64 = done.iter().map(|d| d.5).sum();
+    Measured {
+        ops_per_sec: ops as f64 / secs,
+        cpu_ns_per_op: cpu as f64 / ops.max(1) as f64,
+        hist,
+        errors,
+    }
+}
+
+struct Measured {
+    ops_per_sec: f64,
+    /// CPU time the workers spent per request: unlike wall-clock throughput, other
+    /// processes on the machine do not inflate it.
+    cpu_ns_per_op: f64,
+    hist: Histogram<u64>,
+    errors: u64,
+}
+
+/// This thread's time on a CPU so far, from the scheduler's own accounting; 0 where
+/// `/proc` does not offer it.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
 }
 
 fn main() {
@@ -227,7 +255,7 @@ fn main() {
     }
 
     let mut key_cache: HashMap<(usize, Dist, usize), Vec<Vec<u32>>> = HashMap::new();
-    type Samples = (Vec<f64>, Option<Histogram<u64>>, u64);
+    type Samples = (Vec<f64>, Option<Histogram<u64>>, u64, Vec<f64>);
     let mut samples: HashMap<(String, usize, &'static str), Samples> = HashMap::new();
     let mut cells: Vec<(String, usize)> = Vec::new();
     let mut cell = 0usize;
@@ -265,8 +293,12 @@ fn main() {
                     if !w.runs_on(&*inst.c) {
                         continue;
                     }
-                    let (_, ops_per_sec, hist, errors) =
-                        measure(inst, w, &uid_sets[&n], keys, threads, run_for, warm_ops);
+                    let Measured {
+                        ops_per_sec,
+                        cpu_ns_per_op,
+                        hist,
+                        errors,
+                    } = measure(inst, w, &uid_sets[&n], keys, threads, run_for, warm_ops);
                     if errors > 0 {
                         eprintln!(
                             "warning: {name} gave {errors} unexpected answers on {}",
@@ -280,6 +312,7 @@ fn main() {
                         None => entry.1 = Some(hist),
                     }
                     entry.2 += errors;
+                    entry.3.push(cpu_ns_per_op);
                 }
                 eprintln!(
                     "round {round}: {} x{threads} done at {:.1?}",
@@ -292,10 +325,13 @@ fn main() {
     let mut rows = Vec::new();
     for (w, threads) in &cells {
         for name in NAMES {
-            let Some((mut ops, hist, errors)) = samples.remove(&(w.clone(), *threads, name)) else {
+            let Some((mut ops, hist, errors, mut cpu)) =
+                samples.remove(&(w.clone(), *threads, name))
+            else {
                 continue;
             };
             ops.sort_by(f64::total_cmp);
+            cpu.sort_by(f64::total_cmp);
             let hist = hist.expect("one round at least");
             rows.push(Row {
                 workload: w.clone(),
@@ -304,6 +340,7 @@ fn main() {
                 ops_per_sec: ops[ops.len() / 2],
                 ops_min: ops[0],
                 ops_max: ops[ops.len() - 1],
+                cpu_ns_per_op: cpu[cpu.len() / 2],
                 p50_ns: hist.value_at_quantile(0.50),
                 p99_ns: hist.value_at_quantile(0.99),
                 p999_ns: hist.value_at_quantile(0.999),
@@ -398,8 +435,8 @@ fn json(rows: &[Row], bytes: &HashMap<&'static str, f64>) -> String {
         writeln!(
             out,
             "  {{\"workload\": \"{}\", \"threads\": {}, \"contender\": \"{}\", \"ops_per_sec\": {:.0}, \
-             \"ops_per_sec_min\": {:.0}, \"ops_per_sec_max\": {:.0}, \"p50_ns\": {}, \"p99_ns\": {}, \"p999_ns\": {}, \"errors\": {}, \"bytes_per_session\": {:.1}}}{sep}",
-            r.workload, r.threads, r.contender, r.ops_per_sec, r.ops_min, r.ops_max, r.p50_ns, r.p99_ns, r.p999_ns, r.errors,
+             \"ops_per_sec_min\": {:.0}, \"ops_per_sec_max\": {:.0}, \"cpu_ns_per_op\": {:.0}, \"p50_ns\": {}, \"p99_ns\": {}, \"p999_ns\": {}, \"errors\": {}, \"bytes_per_session\": {:.1}}}{sep}",
+            r.workload, r.threads, r.contender, r.ops_per_sec, r.ops_min, r.ops_max, r.cpu_ns_per_op, r.p50_ns, r.p99_ns, r.p999_ns, r.errors,
             bytes.get(r.contender).copied().unwrap_or(f64::NAN),
         )
         .expect("write to string");
@@ -483,6 +520,42 @@ fn markdown(rows: &[Row], bytes: &HashMap<&'static str, f64>, quick: bool, m: &M
             spread * 100.0
         )
         .ok();
+    }
+    writeln!(
+        out,
+        "\n### Worker CPU time per request, ns (lower is better)\n\n\
+         From the scheduler's per-thread accounting, so other processes on the machine \
+         do not inflate it; waiting on a lock in the kernel is not counted, spinning is. \
+         Last column: the best other full contender's over baton's (above 1: baton \
+         cheaper).\n"
+    )
+    .ok();
+    write!(out, "| workload | threads |").ok();
+    for n in NAMES {
+        write!(out, " {n} |").ok();
+    }
+    writeln!(out, " best other / baton |").ok();
+    write!(out, "|---|---:|").ok();
+    for _ in NAMES {
+        write!(out, "---:|").ok();
+    }
+    writeln!(out, "---:|").ok();
+    for (w, t) in &keys {
+        write!(out, "| {w} | {t} |").ok();
+        for n in NAMES {
+            match find(w, *t, n) {
+                Some(r) => write!(out, " {:.0} |", r.cpu_ns_per_op).ok(),
+                None => write!(out, " – |").ok(),
+            };
+        }
+        let baton = find(w, *t, "baton").map_or(f64::NAN, |r| r.cpu_ns_per_op);
+        let best = NAMES
+            .iter()
+            .filter(|n| !matches!(**n, "baton" | "floor"))
+            .filter_map(|n| find(w, *t, n))
+            .map(|r| r.cpu_ns_per_op)
+            .fold(f64::INFINITY, f64::min);
+        writeln!(out, " {:.2} |", best / baton).ok();
     }
     writeln!(out, "\n### Latency p50 / p99 / p99.9, ns (4 threads)\n").ok();
     write!(out, "| workload |").ok();
