@@ -15,7 +15,11 @@
 //! - Any `GET /api/...` path is authenticated before routing, so an unknown resource
 //!   is a 404 that still carries the next credentials.
 //! - A request head over [`Limits::max_header_bytes`] gets a JSON 431; one over
-//!   hyper's 64 KiB read buffer, or with more than 100 headers, gets hyper's bare 431.
+//!   hyper's 64 KiB read buffer, or with more than 100 headers, gets hyper's bare 431,
+//!   and a request hyper cannot parse at all its bare 400 (hyper answers those before
+//!   any handler runs, so they carry no CORS headers either).
+//! - `/public/items` serves the item list without authentication: the load test's
+//!   baseline (`src/bin/baton-load.rs`).
 
 pub mod app;
 mod body;

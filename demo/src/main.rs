@@ -32,16 +32,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match TcpListener::bind(args.listen).await {
+    let (listen, demo_user) = (args.listen, args.users.is_empty());
+    // The plain-text passwords are hashed now; keep no copy while serving.
+    drop(args);
+    let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: cannot listen on {} (--listen): {e}", args.listen);
+            eprintln!("error: cannot listen on {listen} (--listen): {e}");
             return ExitCode::FAILURE;
         }
     };
-    let addr = listener.local_addr().map_or(args.listen, |a| a);
+    let addr = listener.local_addr().map_or(listen, |a| a);
     println!("baton-demo listening on http://{addr}");
-    if args.users.is_empty() {
+    if demo_user {
         let (email, password) = cli::DEMO_USER;
         println!("demo user: {email} / password: {password}");
     }
