@@ -42,13 +42,11 @@ fn flush_epochs() {
     }
 }
 
-/// From the codec target: at the fuzzer's exit, LeakSanitizer lists every session
-/// that `revoke`/`revoke_user` retired shortly before its store was dropped (allocated
-/// in `Writer::insert`, 64 bytes each). In-loop leak checks never flag them and a
-/// plain ASan binary doing the same reports nothing, so it reads as garbage still
-/// queued in crossbeam-epoch's global collector when the process ends. This pins
-/// the property that matters: stores built and dropped by the thousand, each with a
-/// signed-out session, give their memory back.
+/// From the codec target: LeakSanitizer, at the fuzzer's exit, listed one session
+/// per input (allocated in `Writer::insert`, 64 bytes) that `revoke`/`revoke_user`
+/// had removed shortly before the store was dropped, and that was never freed. Seen
+/// against an uncommitted index change; HEAD does not reproduce it. Stores built and
+/// dropped by the thousand, each with a signed-out session, must give it all back.
 #[test]
 fn sessions_removed_before_the_store_is_dropped_are_freed() {
     let run = |n: usize| {
