@@ -453,10 +453,10 @@ fn mops(x: f64) -> String {
 /// each contender, and baton's ratio to the best of the others.
 fn markdown(rows: &[Row], bytes: &HashMap<&'static str, f64>, quick: bool, m: &Machine) -> String {
     let mut out = String::new();
-    let mode = if quick { " --quick" } else { "" };
+    let mode = if quick { " -- --quick" } else { "" };
     writeln!(
         out,
-        "Made by `cargo bench --bench compare --{mode}` on {} ({} cores); load average \
+        "Made by `cargo bench --bench compare{mode}` on {} ({} cores); load average \
          before {} and after {}; {} round(s) of {:?} per cell, median shown.\n",
         m.cpu, m.nproc, m.load_before, m.load_after, m.rounds, m.run_for
     )
