@@ -59,42 +59,53 @@ pub(crate) fn decode<const C: usize, const B: usize>(text: &[u8]) -> Option<[u8;
         bad |= b;
     }
     let mut out = [0u8; B];
-    let mut acc = 0u32;
-    let mut bits = 0;
-    let mut o = 0;
-    for &s in &six {
-        acc = (acc << 6) | u32::from(s);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out[o] = (acc >> bits) as u8;
-            o += 1;
-        }
+    // Whole groups: 4 characters, 3 bytes, fixed shifts.
+    let groups = C / 4;
+    for g in 0..groups {
+        let n = (u32::from(six[4 * g]) << 18)
+            | (u32::from(six[4 * g + 1]) << 12)
+            | (u32::from(six[4 * g + 2]) << 6)
+            | u32::from(six[4 * g + 3]);
+        out[3 * g] = (n >> 16) as u8;
+        out[3 * g + 1] = (n >> 8) as u8;
+        out[3 * g + 2] = n as u8;
     }
-    let leftover = acc & ((1 << bits) - 1);
-    (bad == 0 && leftover == 0 && o == B).then_some(out)
+    // The tail: 2 characters carry 1 byte and 4 spare bits (the only tail baton uses).
+    let mut spare = 0u8;
+    match (C % 4, B - 3 * groups) {
+        (0, 0) => {}
+        (2, 1) => {
+            out[B - 1] = (six[C - 2] << 2) | (six[C - 1] >> 4);
+            spare = six[C - 1] & 0x0f;
+        }
+        _ => return None,
+    }
+    (bad | spare == 0).then_some(out)
 }
 
 /// Encodes `B` bytes as `C` characters.
 #[inline]
 pub(crate) fn encode<const B: usize, const C: usize>(bytes: &[u8; B]) -> [u8; C] {
     let mut six = [0u8; C];
-    let mut acc = 0u32;
-    let mut bits = 0;
-    let mut i = 0;
-    for &b in bytes {
-        acc = (acc << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 6 {
-            bits -= 6;
-            six[i] = ((acc >> bits) & 63) as u8;
-            i += 1;
-        }
+    let groups = B / 3;
+    for g in 0..groups {
+        let n = (u32::from(bytes[3 * g]) << 16)
+            | (u32::from(bytes[3 * g + 1]) << 8)
+            | u32::from(bytes[3 * g + 2]);
+        six[4 * g] = (n >> 18) as u8;
+        six[4 * g + 1] = ((n >> 12) & 63) as u8;
+        six[4 * g + 2] = ((n >> 6) & 63) as u8;
+        six[4 * g + 3] = (n & 63) as u8;
     }
-    if bits > 0 {
-        six[i] = ((acc << (6 - bits)) & 63) as u8;
+    if B % 3 == 1 && C == 4 * groups + 2 {
+        let last = bytes[B - 1];
+        six[C - 2] = last >> 2;
+        six[C - 1] = (last & 3) << 4;
     }
-    six.map(ascii)
+    for s in six.iter_mut() {
+        *s = ascii(*s);
+    }
+    six
 }
 
 #[cfg(test)]

@@ -145,7 +145,9 @@ fn a_session_costs_at_most_160_bytes() {
     }
     flush_epochs();
     let per_session = (NET_BYTES.load(Ordering::Relaxed) - before) as f64 / N as f64;
-    let rss = rss_bytes().zip(rss_before).map(|(a, b)| (a - b) as f64 / N as f64);
+    let rss = rss_bytes()
+        .zip(rss_before)
+        .map(|(a, b)| (a - b) as f64 / N as f64);
     println!("bytes per live session at {N}: {per_session:.1} requested, {rss:.1?} resident (malloc headers included)");
     assert_eq!(store.len(), N);
     assert!(per_session <= 160.0, "{per_session:.1} bytes per session");
