@@ -111,9 +111,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod backend;
 mod base64;
 mod chacha;
-mod backend;
 mod clock;
 mod codec;
 mod config;
