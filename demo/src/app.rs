@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use baton::{Clock, Store, SystemClock};
+use baton::{Backend, Clock, Store, SystemClock};
 
 use crate::cors::Cors;
 use crate::metrics::ServerCounters;
@@ -38,33 +38,49 @@ impl Default for Limits {
 
 /// Everything a request handler reads. Built once, shared by `Arc`.
 ///
-/// Generic over the store's clock so that tests can hand in a store built on
-/// [`baton::ManualClock`] and move time by hand.
+/// Generic over the session store: the embedded [`Store`] (tests hand in one built on
+/// [`baton::ManualClock`] to move time by hand) or a shared one such as
+/// [`baton::RedisStore`].
 #[derive(Debug)]
-pub struct AppState<C: Clock = SystemClock> {
+pub struct AppState<B: Backend = Store<SystemClock>> {
     /// The sessions.
-    pub store: Store<C>,
+    pub store: B,
     /// Who may sign in.
     pub users: Users,
     /// Which origins may read responses.
     pub cors: Cors,
     /// Bounds on requests.
     pub limits: Limits,
-    /// How often expired sessions are swept out of the store.
+    /// How often [`sweep`](Self::sweep) runs.
     pub sweep_interval: Duration,
-    /// Rejections made before the store sees a credential.
+    /// Removes expired sessions from the store, returning how many: set for the
+    /// embedded store, `None` for Redis, which expires keys by their TTL.
+    pub sweep: Option<fn(&B) -> usize>,
+    /// Rejections made before the store sees a credential, and store outages.
     pub counters: ServerCounters,
 }
 
-impl<C: Clock> AppState<C> {
-    /// A state with default CORS (any origin), limits, and a 30 s sweep.
+impl<C: Clock> AppState<Store<C>> {
+    /// A state over the embedded store, with default CORS (any origin), limits, and
+    /// a sweep of expired sessions every 30 s.
     pub fn new(store: Store<C>, users: Users) -> Self {
+        let mut state = AppState::with_backend(store, users);
+        state.sweep = Some(Store::sweep);
+        state
+    }
+}
+
+impl<B: Backend> AppState<B> {
+    /// A state over any backend, with default CORS (any origin) and limits, and no
+    /// sweep: a shared backend reclaims expired sessions by itself.
+    pub fn with_backend(store: B, users: Users) -> Self {
         AppState {
             store,
             users,
             cors: Cors::default(),
             limits: Limits::default(),
             sweep_interval: Duration::from_secs(30),
+            sweep: None,
             counters: ServerCounters::default(),
         }
     }

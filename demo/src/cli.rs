@@ -2,9 +2,13 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use baton::{ConfigError, ReplayPolicy, Store};
+use baton::{
+    Builder, ConfigError, RedisBuildError, RedisStore, ReplayPolicy, Store, SystemClock,
+    MIN_SECRET_LEN,
+};
 use clap::{Parser, ValueEnum};
 
 use crate::app::AppState;
@@ -14,13 +18,41 @@ use crate::users::{HashCost, Users};
 /// The address and password of the user added when no `--user` is given.
 pub const DEMO_USER: (&str, &str) = ("demo@example.com", "demo-password");
 
+/// The environment variable read for the Redis secret when `--redis-secret-file` is
+/// not given.
+pub const SECRET_ENV: &str = "BATON_REDIS_SECRET";
+
+const AFTER_HELP: &str = "\
+With --store redis://HOST:PORT/DB, every server started on the same Redis, with the
+same secret and prefix, shares the sessions: a token rotated through one is stale on
+all, and a sign-out through one ends the session on all. The secret (at least 32
+bytes, e.g. `openssl rand -hex 32`) comes from --redis-secret-file or the
+BATON_REDIS_SECRET environment variable; it is never logged. Redis must answer at
+start; afterwards, while it does not, requests get 503 (never 401) and the server
+recovers by itself when it is back.";
+
 /// A devise_token_auth-compatible server over a baton store.
 #[derive(Debug, Parser)]
-#[command(name = "baton-demo", version, about)]
+#[command(name = "baton-demo", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
+    /// Where sessions live: `memory` (this process only) or `redis://HOST:PORT/DB`
+    /// (shared by every server on that Redis).
+    #[arg(long, value_name = "memory|redis://HOST:PORT/DB", default_value = "memory", value_parser = StoreArg::parse)]
+    pub store: StoreArg,
+    /// A file holding the secret shared by every server on one Redis (at least 32
+    /// bytes; one trailing newline is ignored). Default: the BATON_REDIS_SECRET
+    /// environment variable.
+    #[arg(long, value_name = "PATH")]
+    pub redis_secret_file: Option<PathBuf>,
+    /// Prepended to every Redis key; servers sharing sessions use the same one.
+    #[arg(long, default_value = "baton")]
+    pub redis_prefix: String,
+    /// The longest one Redis call may take before the request gets a 503, in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub redis_timeout_ms: u64,
     /// How long a retired token still answers with the current one (batch window), in ms.
     #[arg(long, default_value_t = 5000)]
     pub batch_window_ms: u64,
@@ -48,6 +80,40 @@ pub struct Cli {
     /// Log each refused credential's reason (never the credential) to stderr.
     #[arg(long, short)]
     pub verbose: bool,
+}
+
+/// `--store`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreArg {
+    /// The embedded store.
+    Memory,
+    /// A Redis URL.
+    Redis(String),
+}
+
+impl StoreArg {
+    fn parse(s: &str) -> Result<StoreArg, String> {
+        if s == "memory" {
+            Ok(StoreArg::Memory)
+        } else if s.starts_with("redis://") || s.starts_with("rediss://") {
+            Ok(StoreArg::Redis(s.to_owned()))
+        } else {
+            Err("expected `memory` or `redis://HOST:PORT/DB`".to_owned())
+        }
+    }
+}
+
+impl fmt::Debug for StoreArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreArg::Memory => f.write_str("Memory"),
+            // The URL may carry a password.
+            StoreArg::Redis(url) => match url.rsplit_once('@') {
+                Some((_, host)) => write!(f, "Redis(<redacted>@{host})"),
+                None => write!(f, "Redis({url})"),
+            },
+        }
+    }
 }
 
 /// `--replay-policy`.
@@ -115,9 +181,99 @@ fn flag_of(e: &ConfigError) -> &'static str {
 }
 
 impl Cli {
-    /// Builds the store and the users. Hashing costs `cost` per password.
+    /// Builds the embedded store and the users, whatever `--store` says. Hashing costs
+    /// `cost` per password.
     pub fn state(&self, cost: HashCost) -> Result<AppState, FlagError> {
-        let store = Store::builder()
+        let store = self.settings().build().map_err(|e| FlagError {
+            flag: flag_of(&e),
+            message: e.to_string(),
+        })?;
+        let mut state = AppState::new(store, self.users(cost)?);
+        state.cors = self.allowed_origins.clone();
+        Ok(state)
+    }
+
+    /// Connects to the Redis at `url` (`--store`) and builds the users. Fails if a
+    /// flag is out of range, the secret is missing or short, or Redis does not answer
+    /// within `--redis-timeout-ms`.
+    pub async fn redis_state(
+        &self,
+        url: &str,
+        cost: HashCost,
+    ) -> Result<AppState<RedisStore>, FlagError> {
+        let users = self.users(cost)?;
+        let secret = self.redis_secret()?;
+        let store = RedisStore::builder(url)
+            // Checked before connecting, so a bad flag is reported as such.
+            .settings(self.settings())
+            .secret(&secret)
+            .prefix(&self.redis_prefix)
+            .timeout(Duration::from_millis(self.redis_timeout_ms))
+            .connect()
+            .await
+            .map_err(|e| {
+                let flag = match &e {
+                    RedisBuildError::Config(c) => flag_of(c),
+                    RedisBuildError::Secret => "--redis-secret-file",
+                    RedisBuildError::Prefix => "--redis-prefix",
+                    RedisBuildError::Connections => "--redis-timeout-ms",
+                    _ => "--store",
+                };
+                FlagError {
+                    flag,
+                    message: e.to_string(),
+                }
+            })?;
+        let mut state = AppState::with_backend(store, users);
+        state.cors = self.allowed_origins.clone();
+        Ok(state)
+    }
+
+    /// The secret from `--redis-secret-file`, else from `BATON_REDIS_SECRET`. Errors
+    /// never show it.
+    fn redis_secret(&self) -> Result<Vec<u8>, FlagError> {
+        let fail = |message: String| FlagError {
+            flag: "--redis-secret-file",
+            message,
+        };
+        let mut secret = match &self.redis_secret_file {
+            Some(path) => std::fs::read(path)
+                .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?,
+            None => match std::env::var_os(SECRET_ENV) {
+                Some(v) => v.into_encoded_bytes(),
+                None => {
+                    return Err(fail(format!(
+                        "a redis store needs a secret: give --redis-secret-file PATH \
+                         or set {SECRET_ENV} (at least {MIN_SECRET_LEN} bytes, \
+                         the same on every server)"
+                    )))
+                }
+            },
+        };
+        // `echo secret > file` adds a newline that is not part of the secret.
+        if secret.ends_with(b"\n") {
+            secret.pop();
+            if secret.ends_with(b"\r") {
+                secret.pop();
+            }
+        }
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(fail(format!(
+                "the secret (from {}) is {} bytes; it must be at least {MIN_SECRET_LEN}",
+                if self.redis_secret_file.is_some() {
+                    "the file"
+                } else {
+                    SECRET_ENV
+                },
+                secret.len()
+            )));
+        }
+        Ok(secret)
+    }
+
+    /// The decision table's settings from the flags, not yet checked.
+    fn settings(&self) -> Builder<SystemClock> {
+        Store::builder()
             .batch_window(Duration::from_millis(self.batch_window_ms))
             .min_rotation_interval(Duration::from_millis(self.min_rotation_interval_ms))
             .recovery_window(Duration::from_millis(self.recovery_window_ms))
@@ -127,11 +283,10 @@ impl Cli {
                 Replay::Reject => ReplayPolicy::Reject,
                 Replay::Revoke => ReplayPolicy::RevokeSession,
             })
-            .build()
-            .map_err(|e| FlagError {
-                flag: flag_of(&e),
-                message: e.to_string(),
-            })?;
+    }
+
+    /// The users who may sign in, passwords hashed.
+    fn users(&self, cost: HashCost) -> Result<Users, FlagError> {
         let mut users = Users::new(cost);
         let given: Vec<(&str, &str)> = if self.users.is_empty() {
             vec![DEMO_USER]
@@ -147,9 +302,7 @@ impl Cli {
                 message: format!("{email}: {e}"),
             })?;
         }
-        let mut state = AppState::new(store, users);
-        state.cors = self.allowed_origins.clone();
-        Ok(state)
+        Ok(users)
     }
 }
 

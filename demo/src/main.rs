@@ -12,12 +12,24 @@
 //! then send the `access-token`, `client` and `uid` headers it answers to
 //! `GET /api/me`, and the new ones each answer carries to the next request.
 //! SIGINT or SIGTERM stop it after in-flight requests finish.
+//!
+//! Sessions live in the process by default (`--store memory`). To share them between
+//! several servers, point each at one Redis with the same secret:
+//!
+//! ```text
+//! openssl rand -hex 32 > secret
+//! cargo run --release -p baton-demo -- --store redis://127.0.0.1:6379/0 \
+//!      --redis-secret-file secret --listen 127.0.0.1:3001
+//! ```
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use baton::Backend;
+use baton_demo::cli::{FlagError, StoreArg};
 use baton_demo::users::HashCost;
-use baton_demo::{cli, serve, Cli};
+use baton_demo::{cli, serve, AppState, Cli};
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -25,16 +37,34 @@ use tokio::net::TcpListener;
 async fn main() -> ExitCode {
     let args = Cli::parse();
     init_log(args.verbose);
-    let state = match args.state(HashCost::DEFAULT) {
+    let (listen, demo_user) = (args.listen, args.users.is_empty());
+    // The plain-text passwords are hashed into the state: keep no copy while serving.
+    match args.store.clone() {
+        StoreArg::Memory => {
+            let state = args.state(HashCost::DEFAULT);
+            drop(args);
+            run(state, listen, demo_user).await
+        }
+        StoreArg::Redis(url) => {
+            let state = args.redis_state(&url, HashCost::DEFAULT).await;
+            drop(args);
+            run(state, listen, demo_user).await
+        }
+    }
+}
+
+async fn run<B: Backend + 'static>(
+    state: Result<AppState<B>, FlagError>,
+    listen: SocketAddr,
+    demo_user: bool,
+) -> ExitCode {
+    let state = match state {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let (listen, demo_user) = (args.listen, args.users.is_empty());
-    // The plain-text passwords are hashed now; keep no copy while serving.
-    drop(args);
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {

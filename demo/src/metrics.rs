@@ -15,6 +15,9 @@ pub struct ServerCounters {
     pub malformed_credentials: AtomicU64,
     /// Sign-ins refused for a wrong address or password.
     pub sign_in_failures: AtomicU64,
+    /// Calls the session store could not answer (each a 503, or a scrape without
+    /// `baton_sessions`).
+    pub store_unavailable: AtomicU64,
 }
 
 impl ServerCounters {
@@ -24,8 +27,10 @@ impl ServerCounters {
     }
 }
 
-/// Renders the text exposition format.
-pub fn render(s: &Stats, server: &ServerCounters) -> String {
+/// Renders the text exposition format. `live` is the store's session count, `None`
+/// when the store could not be asked: the gauge is then left out, not reported as 0.
+/// `s` counts this process's answers only, also when the store is shared.
+pub fn render(s: &Stats, live: Option<u64>, server: &ServerCounters) -> String {
     let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let mut out = String::with_capacity(2048);
     let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
@@ -36,11 +41,19 @@ pub fn render(s: &Stats, server: &ServerCounters) -> String {
         }
     };
     family(
-        "baton_sessions",
+        "baton_store_up",
         "gauge",
-        "Sessions held: issued and not yet ended.",
-        &[("", s.live)],
+        "Whether the session store answered this scrape (1) or not (0).",
+        &[("", u64::from(live.is_some()))],
     );
+    if let Some(live) = live {
+        family(
+            "baton_sessions",
+            "gauge",
+            "Sessions held: issued and not yet ended.",
+            &[("", live)],
+        );
+    }
     family(
         "baton_sign_ins_total",
         "counter",
@@ -94,6 +107,12 @@ pub fn render(s: &Stats, server: &ServerCounters) -> String {
         "counter",
         "Sign-ins refused for a wrong address or password.",
         &[("", r(&server.sign_in_failures))],
+    );
+    family(
+        "baton_store_unavailable_total",
+        "counter",
+        "Calls the session store did not answer: requests answered 503, scrapes without baton_sessions.",
+        &[("", r(&server.store_unavailable))],
     );
     out
 }

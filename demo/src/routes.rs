@@ -5,7 +5,7 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use baton::Clock;
+use baton::{Backend, BackendError};
 
 use crate::app::AppState;
 use crate::body;
@@ -19,18 +19,19 @@ const BAD_LOGIN: &str = "Invalid login credentials. Please try again.";
 const NOT_SIGNED_IN: &str = "You need to sign in or sign up before continuing.";
 const INVALID_TOKEN: &str = "Invalid login credentials";
 const SIGN_OUT_UNKNOWN: &str = "User was not found or was not logged in.";
+const UNAVAILABLE: &str = "The session store is unavailable. Please try again shortly.";
 
 const ITEMS: [(u64, &str); 3] = [(1, "baton"), (2, "relay shoes"), (3, "stopwatch")];
 
 /// Answers one request: every answer, errors included, carries the CORS headers.
-pub async fn handle<C: Clock>(state: &AppState<C>, req: Request<Incoming>) -> Reply {
+pub async fn handle<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Reply {
     let origin = req.headers().get(ORIGIN).cloned();
     let mut reply = route(state, req).await;
     state.cors.apply(origin.as_ref(), reply.headers_mut());
     reply
 }
 
-async fn route<C: Clock>(state: &AppState<C>, req: Request<Incoming>) -> Reply {
+async fn route<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Reply {
     if head_size(&req) > state.limits.max_header_bytes {
         return reply::failure(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -63,16 +64,19 @@ async fn route<C: Clock>(state: &AppState<C>, req: Request<Incoming>) -> Reply {
     }
     match path.as_str() {
         "/auth/sign_in" => sign_in(state, req).await,
-        "/auth/sign_out" => sign_out(state, &req),
-        "/metrics" => metrics_reply(state),
+        "/auth/sign_out" => sign_out(state, &req).await,
+        "/metrics" => metrics_reply(state).await,
         "/public/items" => items(),
-        "/auth/validate_token" => authenticated(state, &req, INVALID_TOKEN, true, |user| {
-            reply::json(
-                StatusCode::OK,
-                &json!({ "success": true, "data": user_json(user) }),
-            )
-        }),
-        _ => authenticated(state, &req, NOT_SIGNED_IN, false, |user| api(&path, user)),
+        "/auth/validate_token" => {
+            authenticated(state, &req, INVALID_TOKEN, true, |user| {
+                reply::json(
+                    StatusCode::OK,
+                    &json!({ "success": true, "data": user_json(user) }),
+                )
+            })
+            .await
+        }
+        _ => authenticated(state, &req, NOT_SIGNED_IN, false, |user| api(&path, user)).await,
     }
 }
 
@@ -97,7 +101,7 @@ fn user_json(user: &User) -> Value {
     })
 }
 
-async fn sign_in<C: Clock>(state: &AppState<C>, req: Request<Incoming>) -> Reply {
+async fn sign_in<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Reply {
     let (parts, incoming) = req.into_parts();
     let bytes = match body::read(&parts.headers, incoming, &state.limits).await {
         Ok(b) => b,
@@ -116,11 +120,11 @@ async fn sign_in<C: Clock>(state: &AppState<C>, req: Request<Incoming>) -> Reply
         log::debug!("sign-in refused");
         return reply::failure(StatusCode::UNAUTHORIZED, BAD_LOGIN);
     };
-    let headers = state
-        .store
-        .issue(&user.email)
-        .ok()
-        .and_then(|c| AuthHeaders::new(&c));
+    let headers = match state.store.issue(&user.email).await {
+        Ok(c) => AuthHeaders::new(&c),
+        Err(BackendError::Refused(_)) => None,
+        Err(e) => return unavailable(state, "sign-in", &e),
+    };
     let Some(headers) = headers else {
         // Users are checked to be valid uids when added, so this is unreachable; a
         // refusal is still better than a crash.
@@ -131,11 +135,25 @@ async fn sign_in<C: Clock>(state: &AppState<C>, req: Request<Incoming>) -> Reply
     r
 }
 
+/// The store could not answer: 503 in devise_token_auth's error shape, without token
+/// headers, so that clients keep the credentials they hold. Never a 401, which would
+/// make them sign the user out.
+fn unavailable<B: Backend>(state: &AppState<B>, what: &str, u: &dyn std::fmt::Display) -> Reply {
+    ServerCounters::bump(&state.counters.store_unavailable);
+    // The detail names the failure (refused, timed out), never a credential.
+    log::warn!("{what}: {u}");
+    let mut r = reply::failure(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE);
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 /// Checks and rotates the request's credentials once, runs `handler`, and puts the
 /// session's next credentials on whatever it answers. A refusal is the same 401
-/// whatever the reason; the reason goes to the metrics and a debug line only.
-fn authenticated<C: Clock>(
-    state: &AppState<C>,
+/// whatever the reason; the reason goes to the metrics and a debug line only. A store
+/// that cannot answer gets a 503 instead, and the handler does not run.
+async fn authenticated<B: Backend>(
+    state: &AppState<B>,
     req: &Request<Incoming>,
     refusal: &str,
     devise_shape: bool,
@@ -148,13 +166,14 @@ fn authenticated<C: Clock>(
             reply::errors(StatusCode::UNAUTHORIZED, refusal)
         }
     };
-    match check(state, req) {
-        Some(ok) => {
+    match check(state, req).await {
+        Ok(ok) => {
             let mut r = handler(ok.user);
             ok.headers.apply(r.headers_mut());
             r
         }
-        None => refuse(),
+        Err(Failed::Refused) => refuse(),
+        Err(Failed::Unavailable(u)) => unavailable(state, req.uri().path(), &u),
     }
 }
 
@@ -165,11 +184,19 @@ struct Checked<'s, 'r> {
     client: std::borrow::Cow<'r, str>,
 }
 
-/// The one authentication step: `None` is a refusal, already counted and logged.
-fn check<'s, 'r, C: Clock>(
-    state: &'s AppState<C>,
+/// Why the authentication step let a request through no further.
+enum Failed {
+    /// The credentials were refused (already counted and logged): 401.
+    Refused,
+    /// The store could not answer (what went wrong, for the log): 503.
+    Unavailable(String),
+}
+
+/// The one authentication step.
+async fn check<'s, 'r, B: Backend>(
+    state: &'s AppState<B>,
     req: &'r Request<Incoming>,
-) -> Option<Checked<'s, 'r>> {
+) -> Result<Checked<'s, 'r>, Failed> {
     let presented = match credentials::extract(req.headers()) {
         Ok(c) => c,
         Err(e) => {
@@ -179,38 +206,49 @@ fn check<'s, 'r, C: Clock>(
             };
             ServerCounters::bump(counter);
             log::debug!("{} {}: refused: {e}", req.method(), req.uri().path());
-            return None;
+            return Err(Failed::Refused);
         }
     };
     match state
         .store
         .authenticate(&presented.uid, &presented.client, &presented.token)
+        .await
     {
         Ok(ok) => {
-            let headers = AuthHeaders::new(ok.credentials())?;
-            let user = state.users.find(&presented.uid)?;
-            Some(Checked {
+            let headers = AuthHeaders::new(ok.credentials()).ok_or(Failed::Refused)?;
+            let user = state.users.find(&presented.uid).ok_or(Failed::Refused)?;
+            Ok(Checked {
                 headers,
                 user,
                 client: presented.client,
             })
         }
-        Err(rejection) => {
+        Err(BackendError::Refused(rejection)) => {
             log::debug!(
                 "{} {}: refused: {}",
                 req.method(),
                 req.uri().path(),
                 rejection.reason()
             );
-            None
+            Err(Failed::Refused)
         }
+        // `Unavailable`, and any failure `BackendError` may add: none of them says
+        // the credential is bad, so none is a 401.
+        Err(e) => Err(Failed::Unavailable(e.to_string())),
     }
 }
 
-fn sign_out<C: Clock>(state: &AppState<C>, req: &Request<Incoming>) -> Reply {
+async fn sign_out<B: Backend>(state: &AppState<B>, req: &Request<Incoming>) -> Reply {
     // Authenticating first means a stolen client id alone cannot sign anyone out.
-    let ended = check(state, req)
-        .is_some_and(|ok| state.store.revoke(&ok.user.email, &ok.client) == Ok(true));
+    let ended = match check(state, req).await {
+        Ok(ok) => match state.store.revoke(&ok.user.email, &ok.client).await {
+            Ok(live) => live,
+            Err(BackendError::Refused(_)) => false,
+            Err(e) => return unavailable(state, "sign-out", &e),
+        },
+        Err(Failed::Refused) => false,
+        Err(Failed::Unavailable(u)) => return unavailable(state, "sign-out", &u),
+    };
     if ended {
         let mut r = reply::json(StatusCode::OK, &json!({ "success": true }));
         r.headers_mut().insert(
@@ -249,8 +287,20 @@ fn items() -> Reply {
     )
 }
 
-fn metrics_reply<C: Clock>(state: &AppState<C>) -> Reply {
-    let mut r = http::Response::new(metrics::render(&state.store.stats(), &state.counters).into());
+/// Always 200 while the server runs: a scrape that failed with the store would lose
+/// the counters too. When the store cannot count its sessions, `baton_store_up` is 0
+/// and `baton_sessions` is left out rather than reported as 0.
+async fn metrics_reply<B: Backend>(state: &AppState<B>) -> Reply {
+    let live = match state.store.live().await {
+        Ok(n) => Some(n),
+        Err(u) => {
+            ServerCounters::bump(&state.counters.store_unavailable);
+            log::warn!("metrics: {u}");
+            None
+        }
+    };
+    let text = metrics::render(&state.store.stats(), live, &state.counters);
+    let mut r = http::Response::new(text.into());
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

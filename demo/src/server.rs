@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton::Clock;
+use baton::Backend;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -24,10 +24,11 @@ const READ_BUFFER: usize = 64 * 1024;
 
 /// Serves `listener` until `shutdown` completes, then stops accepting, lets every
 /// in-flight request finish (up to [`Limits::shutdown_grace`](crate::Limits)), and
-/// returns. Also sweeps expired sessions every `state.sweep_interval`.
-pub async fn serve<C: Clock + 'static>(
+/// returns. Also sweeps expired sessions every `state.sweep_interval`, when the store
+/// needs it (`state.sweep`).
+pub async fn serve<B: Backend + 'static>(
     listener: TcpListener,
-    state: Arc<AppState<C>>,
+    state: Arc<AppState<B>>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let mut http = http1::Builder::new();
@@ -36,7 +37,9 @@ pub async fn serve<C: Clock + 'static>(
         .max_buf_size(READ_BUFFER)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
-    let sweeper = tokio::spawn(sweep(Arc::clone(&state)));
+    let sweeper = state
+        .sweep
+        .map(|sweep_once| tokio::spawn(sweep(Arc::clone(&state), sweep_once)));
     tokio::pin!(shutdown);
 
     loop {
@@ -68,7 +71,9 @@ pub async fn serve<C: Clock + 'static>(
     }
 
     drop(listener);
-    sweeper.abort();
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     log::info!("shutting down: waiting for in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => log::info!("all connections closed"),
@@ -79,12 +84,12 @@ pub async fn serve<C: Clock + 'static>(
     Ok(())
 }
 
-async fn sweep<C: Clock>(state: Arc<AppState<C>>) {
+async fn sweep<B: Backend>(state: Arc<AppState<B>>, sweep_once: fn(&B) -> usize) {
     let mut tick = tokio::time::interval(state.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let removed = state.store.sweep();
+        let removed = sweep_once(&state.store);
         if removed > 0 {
             log::debug!("swept {removed} expired sessions");
         }

@@ -25,7 +25,7 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub struct Server {
     pub addr: SocketAddr,
     pub clock: ManualClock,
-    pub state: Arc<AppState<ManualClock>>,
+    pub state: Arc<AppState<Store<ManualClock>>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -38,7 +38,7 @@ impl Server {
     /// A server whose store is `configure(builder)` and whose state `adjust` may change.
     pub async fn with(
         configure: impl FnOnce(baton::Builder<ManualClock>) -> baton::Builder<ManualClock>,
-        adjust: impl FnOnce(&mut AppState<ManualClock>),
+        adjust: impl FnOnce(&mut AppState<Store<ManualClock>>),
     ) -> Server {
         let clock = ManualClock::default();
         let store = configure(Store::builder().clock(clock.clone()))
