@@ -1,5 +1,6 @@
-//! A server on port 0 over a store on a hand-moved clock, and a raw HTTP/1.1 client
-//! that can send anything, including what no well-behaved client would.
+//! A server on port 0 over a store on a hand-moved clock (or over any backend), and a
+//! raw HTTP/1.1 client that can send anything, including what no well-behaved client
+//! would.
 
 #![allow(dead_code)]
 
@@ -7,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton::{ManualClock, Store};
+use baton::{Backend, ManualClock, Store};
 use baton_demo::users::{HashCost, Users};
 use baton_demo::{serve, AppState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,10 +23,11 @@ pub const PASSWORD: &str = "correct horse";
 /// performance assertion.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
-pub struct Server {
+pub struct Server<B: Backend + 'static = Store<ManualClock>> {
     pub addr: SocketAddr,
+    /// The store's clock; moving it does nothing on a backend with its own clock.
     pub clock: ManualClock,
-    pub state: Arc<AppState<Store<ManualClock>>>,
+    pub state: Arc<AppState<B>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -44,11 +46,23 @@ impl Server {
         let store = configure(Store::builder().clock(clock.clone()))
             .build()
             .expect("test store settings are valid");
-        let mut users = Users::new(HashCost::FAST);
-        users.add(EMAIL, PASSWORD).unwrap();
-        users.add("bob@example.com", "bob's password").unwrap();
-        let mut state = AppState::new(store, users);
+        let mut state = AppState::new(store, users());
         adjust(&mut state);
+        Server::serving(state, clock).await
+    }
+}
+
+/// The users every test server knows: ann and bob.
+pub fn users() -> Users {
+    let mut users = Users::new(HashCost::FAST);
+    users.add(EMAIL, PASSWORD).unwrap();
+    users.add("bob@example.com", "bob's password").unwrap();
+    users
+}
+
+impl<B: Backend + 'static> Server<B> {
+    /// Serves `state` on port 0 until dropped.
+    pub async fn serving(state: AppState<B>, clock: ManualClock) -> Server<B> {
         let state = Arc::new(state);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -125,7 +139,7 @@ impl Server {
     }
 }
 
-impl Drop for Server {
+impl<B: Backend + 'static> Drop for Server<B> {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
