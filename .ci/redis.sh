@@ -2,7 +2,8 @@
 # The Redis backend's tests against a real redis-server on loopback: installs Debian's
 # redis-server if missing, starts a throwaway instance (no persistence), runs
 # `cargo test --release --features redis --test redis` and the demo server's
-# (`-p baton-demo --test redis`), and stops the server however the tests end. `bash .ci/redis.sh bench` runs the embedded-vs-Redis bench instead.
+# (`-p baton-demo --test redis`), and stops the server however the tests end.
+# `bash .ci/redis.sh bench` runs the embedded-vs-Redis bench instead.
 # Run from anywhere; BATON_REDIS_PORT overrides the port (default 6390).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -5,6 +5,16 @@
 //! build an [`AppState`] around a store of their own (one on [`baton::ManualClock`]
 //! to move time by hand) and serve it on port 0.
 //!
+//! # Stores
+//! The server is generic over [`baton::Backend`]. `--store memory` (the default) keeps
+//! sessions in the process, in a [`baton::Store`] swept of expired sessions every
+//! 30 s. `--store redis://HOST:PORT/DB` keeps them in a [`baton::RedisStore`] shared
+//! by every server on that Redis with the same secret (`--redis-secret-file` or
+//! `BATON_REDIS_SECRET`, at least 32 bytes, never logged) and `--redis-prefix`: a
+//! token rotated through one server is stale through all, and a sign-out through one
+//! ends the session on all. Redis expires sessions by TTL, so nothing is swept. Redis
+//! must answer when the server starts (else it exits naming `--store`).
+//!
 //! # Decisions where SPEC is silent
 //! - Every refused credential, whatever the reason, gets the endpoint's one 401 body;
 //!   the reason goes only to `/metrics` and a debug log line.
@@ -20,6 +30,15 @@
 //!   any handler runs, so they carry no CORS headers either).
 //! - `/public/items` serves the item list without authentication: the load test's
 //!   baseline (`src/bin/baton-load.rs`).
+//! - A store that cannot answer (Redis down, slow past `--redis-timeout-ms`, or
+//!   restarting) is not a refusal: sign-in, authenticated requests and sign-out then
+//!   answer 503 `{"success": false, "errors": [..]}` with `Retry-After: 1` and no
+//!   credential headers, never a 401 that would make clients sign the user out. The
+//!   connections come back by themselves when Redis does.
+//! - `/metrics` answers 200 even then, so the counters are still scraped:
+//!   `baton_store_up` is 0 and `baton_sessions` is left out rather than reported as
+//!   0. Over Redis, `baton_sessions` counts every live session (it walks every user,
+//!   once per scrape), and the other counters count this server's answers only.
 
 pub mod app;
 mod body;

@@ -1,4 +1,5 @@
-//! `/metrics`: the store's counters, and the server's own, as Prometheus text.
+//! `/metrics`: the store's counters, its session count, and the server's own counters,
+//! as Prometheus text.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
