@@ -18,13 +18,23 @@ if ! command -v redis-server >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
 fi
 
+# Another run's server (or anyone's) on the port would be tested against, then shut
+# down by `stop`: refuse instead.
+if redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1; then
+    echo "error: something already answers on 127.0.0.1:$port; set BATON_REDIS_PORT" >&2
+    rm -rf "$dir"
+    exit 1
+fi
+
 stop() {
-    redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    # Only the server this run started, by its pid (SIGTERM: redis shuts down, and
+    # with --save '' writes nothing).
     if [ -f "$dir/redis.pid" ]; then
         pid="$(cat "$dir/redis.pid")"
+        kill "$pid" 2>/dev/null || true
         # Wait (bounded) for the server to go, then make sure it has.
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill "$pid" 2>/dev/null || true
+        kill -9 "$pid" 2>/dev/null || true
     fi
     rm -rf "$dir"
 }
