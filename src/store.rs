@@ -222,7 +222,6 @@ impl<C: Clock> Store<C> {
                 return Err(Rejection::BadInput(e));
             }
         };
-        let presented = Token::decode(token);
         let (_, shard) = self.shard(hash);
         let c = &*shard.counters;
         let guard = epoch::pin();
@@ -230,6 +229,9 @@ impl<C: Clock> Store<C> {
             bump(&c.unknown_session);
             return Err(Rejection::UnknownSession);
         };
+        // Decoded only once a session is found: an unknown session answers the same
+        // whatever the token, so decoding it first would be wasted work.
+        let presented = Token::decode(token);
         let now = self.clock.now_ms();
         let policy = &self.config.policy;
         let mut word = session.load();
