@@ -8,9 +8,9 @@
 //! (stream, generation) pairs give independent 128-bit values.
 //!
 //! `T(g)` is keystream block `g / 4`, quarter `g % 4`. Verifying a token and minting
-//! its successor usually takes one block (one in four rotations, two), computed by
-//! `chacha::block` on demand; the older generations a replay check compares against
-//! are computed only when the presented token is neither `T(g)` nor `T(g-1)`.
+//! its successor takes one block, or in one rotation of four two blocks computed
+//! together (`chacha::blocks2`); the older generations a replay check compares
+//! against are computed only when the presented token is neither `T(g)` nor `T(g-1)`.
 
 use std::fmt;
 
@@ -50,7 +50,9 @@ impl MasterKey {
         Tokens {
             key: self,
             stream,
-            cached: [None, None],
+            index: [EMPTY; 2],
+            blocks: [[0; 64]; 2],
+            older: 0,
         }
     }
 
@@ -70,12 +72,19 @@ fn same(a: &[u8; TOKEN_BYTES], b: &[u8; TOKEN_BYTES]) -> subtle::Choice {
     (word(a, 0) ^ word(b, 0) | word(a, 1) ^ word(b, 1)).ct_eq(&0)
 }
 
+/// No block: generations stop at 2^26, so block indices never reach it.
+const EMPTY: u64 = u64::MAX;
+
 /// One session's tokens, each keystream block computed at most once while the two
 /// most recent are kept.
 pub(crate) struct Tokens<'k> {
     key: &'k MasterKey,
     stream: u64,
-    cached: [Option<(u64, [u8; 64])>; 2],
+    /// Which block each slot holds, or `EMPTY`.
+    index: [u64; 2],
+    blocks: [[u8; 64]; 2],
+    /// The slot to overwrite next.
+    older: usize,
 }
 
 impl Tokens<'_> {
@@ -83,20 +92,36 @@ impl Tokens<'_> {
     #[inline]
     pub(crate) fn get(&mut self, g: u64) -> [u8; TOKEN_BYTES] {
         let index = g / TOKENS_PER_BLOCK;
-        let quarter = (g % TOKENS_PER_BLOCK) as usize * TOKEN_BYTES;
-        let hit = self.cached.iter().flatten().find(|(i, _)| *i == index);
-        let block = match hit {
-            Some((_, block)) => block,
+        let slot = match self.index.iter().position(|&i| i == index) {
+            Some(slot) => slot,
             None => {
-                // Keep the newer block, replace the older.
-                self.cached.swap(0, 1);
-                let fresh = chacha::block(&self.key.0, self.stream, index);
-                &self.cached[0].insert((index, fresh)).1
+                let slot = self.older;
+                self.blocks[slot] = chacha::block(&self.key.0, self.stream, index);
+                self.index[slot] = index;
+                self.older = 1 - slot;
+                slot
             }
         };
+        let quarter = (g % TOKENS_PER_BLOCK) as usize * TOKEN_BYTES;
         let mut out = [0u8; TOKEN_BYTES];
-        out.copy_from_slice(&block[quarter..quarter + TOKEN_BYTES]);
+        out.copy_from_slice(&self.blocks[slot][quarter..quarter + TOKEN_BYTES]);
         out
+    }
+
+    /// Makes `T(g)` and `T(g + 1)`, what a rotation verifies and hands out, cached.
+    /// When they lie in different blocks (one rotation in four), both blocks are
+    /// computed together, for little more than the cost of one.
+    #[inline]
+    fn prepare(&mut self, g: u64) {
+        let index = g / TOKENS_PER_BLOCK;
+        if g % TOKENS_PER_BLOCK == TOKENS_PER_BLOCK - 1
+            && !self.index.contains(&index)
+            && !self.index.contains(&(index + 1))
+        {
+            self.blocks = chacha::blocks2(&self.key.0, self.stream, index);
+            self.index = [index, index + 1];
+            self.older = 0;
+        }
     }
 
     /// Which token of a session at generation `g` the presented bytes are. Each
@@ -104,6 +129,7 @@ impl Tokens<'_> {
     /// (the generation and whether an earlier one matched).
     #[inline]
     pub(crate) fn classify(&mut self, presented: &[u8; TOKEN_BYTES], g: u64) -> Presented {
+        self.prepare(g);
         if bool::from(same(&self.get(g), presented)) {
             return Presented::Current;
         }
@@ -164,9 +190,11 @@ mod tests {
     #[test]
     fn classify_names_each_generation() {
         let k = key();
-        for g in [0u64, 1, 2, 9, 10, 11, 20, 23, 24] {
+        for g in [0u64, 1, 2, 3, 4, 7, 8, 9, 10, 11, 20, 23, 24] {
             let mut t = k.tokens(1);
             assert_eq!(t.classify(&k.token(1, g), g), Presented::Current, "g={g}");
+            // What a rotation hands out next, from the blocks classify cached.
+            assert_eq!(t.get(g + 1), k.token(1, g + 1), "g={g}");
             if g >= 1 {
                 assert_eq!(t.classify(&k.token(1, g - 1), g), Presented::Previous);
             }

@@ -294,7 +294,7 @@ impl<'a> Worker<'a> {
     #[inline]
     pub fn run(&mut self, n: u64) {
         for _ in 0..n {
-            if self.sample && self.sampler.next() % SAMPLE_EVERY == 0 {
+            if self.sample && self.sampler.next().is_multiple_of(SAMPLE_EVERY) {
                 let t = Instant::now();
                 self.step();
                 let ns = t.elapsed().as_nanos() as u64;
@@ -326,7 +326,7 @@ impl<'a> Worker<'a> {
     fn step(&mut self) {
         self.ops += 1;
         let i = self.next_entry();
-        if self.churn && self.ops % CHURN_EVERY == 0 {
+        if self.churn && self.ops.is_multiple_of(CHURN_EVERY) {
             let e = &mut self.mine[i];
             let uid = &self.uids[e.uid as usize];
             if !self.c.revoke(uid, text(&e.client)) {
@@ -346,7 +346,7 @@ impl<'a> Worker<'a> {
                 Err(_) => self.errors += 1,
             },
             Mix::Batched => {
-                let with_previous = e.sent % BURST != 0;
+                let with_previous = !e.sent.is_multiple_of(BURST);
                 e.sent = e.sent.wrapping_add(1);
                 let presented = if with_previous {
                     &e.previous
