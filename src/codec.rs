@@ -56,6 +56,13 @@ impl Token {
         // base64 output is ASCII.
         std::str::from_utf8(&self.text).unwrap_or_default()
     }
+
+    /// The same text as bytes (always ASCII), without `as_str`'s UTF-8 check: what
+    /// a header value or a response buffer takes.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8; TOKEN_LEN] {
+        &self.text
+    }
 }
 
 impl PartialEq for Token {
@@ -149,6 +156,7 @@ mod tests {
         let bytes = [0xA5u8; TOKEN_BYTES];
         let t = Token::encode(&bytes);
         assert_eq!(t.as_str().len(), TOKEN_LEN);
+        assert_eq!(t.as_bytes(), t.as_str().as_bytes());
         assert_eq!(Token::decode(t.as_str()), Some(bytes));
         // The last character carries 2 data bits; a different low nibble is the same
         // bytes written another way, and is refused.

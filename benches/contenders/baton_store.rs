@@ -42,7 +42,7 @@ impl<C: Clock> Contender for Baton<C> {
                         Authenticated::Rotated(_) => Kind::Rotated,
                         Authenticated::Batched(_) => Kind::Batched,
                     },
-                    token: text::<TOKEN_LEN>(c.token().as_str()),
+                    token: *c.token().as_bytes(),
                     expiry: c.expiry(),
                 })
             }
