@@ -1,8 +1,12 @@
-//! Counters, one set per shard on its own cache lines, summed only when read.
+//! Counters, striped by thread on their own cache lines, summed only when read.
+
+use std::cell::Cell;
+
+use crossbeam_utils::CachePadded;
 
 use crate::sync::{AtomicU64, Ordering};
 
-/// One shard's counters. Increments are Relaxed: they order nothing, and a reader
+/// One stripe's counters. Increments are Relaxed: they order nothing, and a reader
 /// summing them gets each counter exactly, though not all at one instant.
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -17,8 +21,64 @@ pub(crate) struct Counters {
     pub(crate) revoked: AtomicU64,
     pub(crate) evicted: AtomicU64,
     pub(crate) swept: AtomicU64,
-    /// Sessions added minus sessions ended; wraps per shard, exact in sum.
+    /// Sessions added minus sessions ended; wraps per stripe, exact in sum.
     pub(crate) live: AtomicU64,
+}
+
+/// A store's counters, one stripe per thread (threads beyond the stripe count share).
+///
+/// Striped by thread, not by shard: threads answering for one session (a batch storm,
+/// a hot user) would otherwise pass one counter's cache line between cores on every
+/// answer. Increments stay atomic, so sharing a stripe loses nothing.
+pub(crate) struct Striped {
+    stripes: Box<[CachePadded<Counters>]>,
+}
+
+impl Striped {
+    pub(crate) fn new() -> Self {
+        let cores = std::thread::available_parallelism().map_or(8, |n| n.get());
+        let n = (2 * cores).next_power_of_two().clamp(4, 128);
+        Striped {
+            stripes: (0..n)
+                .map(|_| CachePadded::new(Counters::default()))
+                .collect(),
+        }
+    }
+
+    /// The calling thread's stripe.
+    #[inline]
+    pub(crate) fn mine(&self) -> &Counters {
+        &self.stripes[thread_slot() & (self.stripes.len() - 1)]
+    }
+
+    /// Every stripe summed.
+    pub(crate) fn sum(&self) -> Stats {
+        let mut s = Stats::default();
+        for c in self.stripes.iter() {
+            s.add(c);
+        }
+        s
+    }
+}
+
+/// A number for the calling thread, handed out in turn at its first use, so the
+/// first threads of a process get distinct stripes.
+#[inline]
+fn thread_slot() -> usize {
+    // Plain std atomics and thread-locals: which stripe a thread uses is no part of
+    // any protocol a loom model checks.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    std::thread_local! {
+        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SLOT.with(|slot| {
+        let mut s = slot.get();
+        if s == usize::MAX {
+            s = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            slot.set(s);
+        }
+        s
+    })
 }
 
 #[inline]

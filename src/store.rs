@@ -14,7 +14,7 @@ use crate::index::{Shard, Slot, Writer};
 use crate::keystream::MasterKey;
 use crate::session::Session;
 use crate::state::Word;
-use crate::stats::{bump, ended, Counters, Stats};
+use crate::stats::{bump, ended, Counters, Stats, Striped};
 use crate::sync::epoch::{self, Guard};
 
 /// Slots the incremental sweep visits per sign-in or sign-out.
@@ -22,7 +22,6 @@ const SWEEP_STEP: usize = 8;
 
 struct ShardSlot {
     index: CachePadded<Shard>,
-    counters: CachePadded<Counters>,
 }
 
 /// An in-memory store of rotating sessions. Share it by reference or `Arc`; every
@@ -36,6 +35,7 @@ pub struct Store<C: Clock = SystemClock> {
     shard_shift: u32,
     hasher: ahash::RandomState,
     key: MasterKey,
+    counters: Striped,
     config: Config,
     clock: C,
 }
@@ -74,7 +74,6 @@ impl<C: Clock> Store<C> {
         let shards = (0..config.shards)
             .map(|_| ShardSlot {
                 index: CachePadded::new(Shard::new()),
-                counters: CachePadded::new(Counters::default()),
             })
             .collect();
         Store {
@@ -86,6 +85,7 @@ impl<C: Clock> Store<C> {
             #[cfg(loom)]
             hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
             key: MasterKey::from_os(),
+            counters: Striped::new(),
             config,
             clock,
         }
@@ -134,7 +134,7 @@ impl<C: Clock> Store<C> {
         check_uid(uid)?;
         let hash = self.hash(uid);
         let (shard_no, shard) = self.shard(hash);
-        let c = &*shard.counters;
+        let c = self.counters.mine();
         let guard = epoch::pin();
         let now = self.clock.now_ms();
         let hasher = |u: &str| self.hash(u);
@@ -213,17 +213,12 @@ impl<C: Clock> Store<C> {
         let (hash, client) = match check_uid(uid).and_then(|()| ClientId::parse(client)) {
             Ok(client) => (self.hash(uid), client),
             Err(e) => {
-                let i = if uid.is_empty() {
-                    0
-                } else {
-                    self.shard(self.hash(uid)).0
-                };
-                bump(&self.shards[i].counters.bad_input);
+                bump(&self.counters.mine().bad_input);
                 return Err(Rejection::BadInput(e));
             }
         };
         let (_, shard) = self.shard(hash);
-        let c = &*shard.counters;
+        let c = self.counters.mine();
         let guard = epoch::pin();
         let Some(session) = shard.index.find(hash, uid, client.raw(), &guard) else {
             bump(&c.unknown_session);
@@ -337,7 +332,7 @@ impl<C: Clock> Store<C> {
     ) -> Result<usize, InputError> {
         let hash = self.hash(uid);
         let (_, shard) = self.shard(hash);
-        let c = &*shard.counters;
+        let c = self.counters.mine();
         let guard = epoch::pin();
         let now = self.clock.now_ms();
         let hasher = |u: &str| self.hash(u);
@@ -420,13 +415,9 @@ impl<C: Clock> Store<C> {
         self.len() == 0
     }
 
-    /// The counters, summed over shards.
+    /// The counters, summed over threads' stripes.
     pub fn stats(&self) -> Stats {
-        let mut s = Stats::default();
-        for shard in self.shards.iter() {
-            s.add(&shard.counters);
-        }
-        s
+        self.counters.sum()
     }
 
     /// Removes every expired session and frees what removed sessions left behind,
@@ -441,7 +432,7 @@ impl<C: Clock> Store<C> {
             let guard = epoch::pin();
             let mut w = shard.index.write(&hasher);
             let steps = w.capacity(&guard);
-            removed += self.sweep_with(&mut w, steps, now, &shard.counters, &guard);
+            removed += self.sweep_with(&mut w, steps, now, self.counters.mine(), &guard);
         }
         removed
     }

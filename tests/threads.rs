@@ -276,3 +276,65 @@ fn churn_keeps_every_other_session_intact() {
         "the store holds exactly the sessions still answering"
     );
 }
+
+/// Counters are striped by thread: summed, they count every answer from every thread
+/// exactly once, whichever stripes the threads landed on.
+#[test]
+fn stats_count_every_answer_from_every_thread() {
+    const PER_THREAD: usize = 2_000;
+    // More threads than a small machine's stripes, so some share one.
+    const WORKERS: usize = 3 * THREADS;
+    let store = Arc::new(Store::new());
+    let shared = store.issue("shared@example.com").unwrap();
+    let shared_client = shared.client().as_str().to_owned();
+    let shared_token = shared.token().as_str().to_owned();
+    let barrier = Arc::new(Barrier::new(WORKERS));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|t| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            let (shared_client, shared_token) = (shared_client.clone(), shared_token.clone());
+            thread::spawn(move || {
+                let uid = format!("worker{t}@example.com");
+                let mine = store.issue(&uid).unwrap();
+                let client = mine.client().as_str().to_owned();
+                let mut token = mine.token().as_str().to_owned();
+                barrier.wait();
+                let (mut rotated, mut batched, mut rejected) = (0u64, 0u64, 0u64);
+                for i in 0..PER_THREAD {
+                    let a = store.authenticate(&uid, &client, &token).unwrap();
+                    assert!(a.is_rotated());
+                    rotated += 1;
+                    token = a.credentials().token().as_str().to_owned();
+                    // Every tenth request also presents the shared session's first
+                    // token: rotated once, then batched or replayed.
+                    if i % 10 == 0 {
+                        match store.authenticate(
+                            "shared@example.com",
+                            &shared_client,
+                            &shared_token,
+                        ) {
+                            Ok(a) if a.is_rotated() => rotated += 1,
+                            Ok(_) => batched += 1,
+                            Err(_) => rejected += 1,
+                        }
+                    }
+                }
+                (rotated, batched, rejected)
+            })
+        })
+        .collect();
+    let (mut rotated, mut batched, mut rejected) = (0, 0, 0);
+    for w in workers {
+        let (r, b, x) = w.join().unwrap();
+        rotated += r;
+        batched += b;
+        rejected += x;
+    }
+    let stats = store.stats();
+    assert_eq!(stats.issued, WORKERS as u64 + 1);
+    assert_eq!(stats.rotated, rotated);
+    assert_eq!(stats.batched, batched);
+    assert_eq!(stats.rejected(), rejected);
+    assert_eq!(stats.live, WORKERS as u64 + 1);
+    assert_eq!(store.len(), WORKERS + 1);
+}
