@@ -79,6 +79,13 @@ fn gather(u: u64) -> u64 {
 /// Bytes in chunks of six, characters in chunks of eight.
 const CHUNKS: usize = LANES / 8;
 
+/// The lanes a text of `c` characters needs: 16 for a client id, 32 for a token (a
+/// constant once `c` is).
+#[inline(always)]
+const fn used_lanes(c: usize) -> usize {
+    c.next_multiple_of(16)
+}
+
 /// Decodes `C` characters into `B` bytes; `None` unless every character is in the
 /// alphabet and the unused low bits of the last one are zero (one text per value).
 #[inline]
@@ -88,16 +95,21 @@ pub(crate) fn decode<const C: usize, const B: usize>(text: &[u8]) -> Option<[u8;
     // Padding with 'A' (value 0) makes the bits past the last character zero.
     let mut padded = [b'A'; LANES];
     padded[..C].copy_from_slice(text);
+    let lanes = used_lanes(C);
     let mut six = [0u8; LANES];
     let mut invalid = [0u8; LANES];
-    for ((s, i), c) in six.iter_mut().zip(invalid.iter_mut()).zip(padded) {
-        (*s, *i) = sextet(c);
+    for ((s, i), c) in six[..lanes]
+        .iter_mut()
+        .zip(invalid[..lanes].iter_mut())
+        .zip(&padded[..lanes])
+    {
+        (*s, *i) = sextet(*c);
     }
     let bad = invalid.iter().fold(0, |a, b| a | b);
     // Each chunk's six bytes are written as one eight-byte word whose last two
     // (zero) bytes the next chunk overwrites.
     let mut bytes = [0u8; 6 * CHUNKS + 2];
-    for (k, chunk) in six.chunks_exact(8).enumerate() {
+    for (k, chunk) in six[..lanes].chunks_exact(8).enumerate() {
         let v = gather(u64::from_le_bytes(chunk.try_into().expect("8 values")));
         bytes[6 * k..6 * k + 8].copy_from_slice(&(v << 16).to_be_bytes());
     }
@@ -116,14 +128,15 @@ pub(crate) fn encode<const B: usize, const C: usize>(bytes: &[u8; B]) -> [u8; C]
     // Zero bytes past the end give the last character its zero spare bits.
     let mut padded = [0u8; 6 * CHUNKS];
     padded[..B].copy_from_slice(bytes);
+    let lanes = used_lanes(C);
     let mut six = [0u8; LANES];
-    for (k, chunk) in six.chunks_exact_mut(8).enumerate() {
+    for (k, chunk) in six[..lanes].chunks_exact_mut(8).enumerate() {
         let mut word = [0u8; 8];
         word[2..].copy_from_slice(&padded[6 * k..6 * k + 6]);
         chunk.copy_from_slice(&spread(u64::from_be_bytes(word)).to_le_bytes());
     }
     let mut text = [0u8; LANES];
-    for (t, s) in text.iter_mut().zip(six) {
+    for (t, s) in text[..lanes].iter_mut().zip(six) {
         *t = ascii(s);
     }
     let mut out = [0u8; C];
