@@ -1,8 +1,9 @@
 //! The floor: the least work any rotation must do. A prebuilt read-only hash map finds
 //! the session, one compare-and-swap claims the rotation, and one fresh token is
-//! generated (thread-local ChaCha20) and encoded. It checks no token and keeps no
-//! previous one, so it is not a contender in the table's sense: it answers `Rotated`
-//! to whatever it is shown, and runs only the rotate workloads without churn.
+//! generated (thread-local ChaCha20) and encoded (with baton's own encoder). It checks
+//! no token and keeps no previous one, so it is not a contender in the table's sense:
+//! it answers `Rotated` to whatever it is shown, and runs only the rotate workloads
+//! without churn.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,7 +79,7 @@ impl<C: Clock> Contender for Floor<C> {
         }
         Ok(Granted {
             kind: Kind::Rotated,
-            token: hand::encode_token(&hand::fresh_token()),
+            token: super::fast_base64::encode(&hand::fresh_token()),
             expiry: now.saturating_add(self.policy.token_lifespan_ms) / 1000,
         })
     }
