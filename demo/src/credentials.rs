@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use base64ct::{Base64, Base64Unpadded, Base64Url, Base64UrlUnpadded, Encoding};
-use http::header::{HeaderMap, HeaderName, AUTHORIZATION};
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 
 /// The longest `access-token` or `client` value read. Real ones are 22 and 16
 /// characters; anything much longer cannot be a credential.
@@ -98,12 +98,32 @@ impl fmt::Display for CredentialError {
 
 impl std::error::Error for CredentialError {}
 
-/// The three headers, with their limits. Names are built once: looking a header up
-/// by a string parses the string on every call.
-const FIELDS: [(HeaderName, usize); 3] = [
-    (HeaderName::from_static("access-token"), MAX_SECRET_LEN),
-    (HeaderName::from_static("client"), MAX_SECRET_LEN),
-    (HeaderName::from_static("uid"), MAX_UID_LEN),
+/// One of the three credential headers: its name (built once: looking a header up by a
+/// string parses the string on every call), its name as a `'static` label for errors,
+/// and its length limit.
+struct Field {
+    header: HeaderName,
+    label: &'static str,
+    max: usize,
+}
+
+/// The three headers, in the order of [`extract`]'s checks and of the packed form's fields.
+const FIELDS: [Field; 3] = [
+    Field {
+        header: HeaderName::from_static("access-token"),
+        label: "access-token",
+        max: MAX_SECRET_LEN,
+    },
+    Field {
+        header: HeaderName::from_static("client"),
+        label: "client",
+        max: MAX_SECRET_LEN,
+    },
+    Field {
+        header: HeaderName::from_static("uid"),
+        label: "uid",
+        max: MAX_UID_LEN,
+    },
 ];
 
 /// Reads the credentials a request presents.
@@ -113,12 +133,54 @@ const FIELDS: [(HeaderName, usize); 3] = [
 /// Header names are case-insensitive (`HeaderMap` folds them); `token-type` and
 /// `expiry` are not needed and not read.
 pub fn extract(headers: &HeaderMap) -> Result<RequestCredentials<'_>, CredentialError> {
+    read(headers).map(|p| p.credentials)
+}
+
+/// What [`read`] found: the credentials, and the header values `client` and `uid` came
+/// from when they came from their own headers, which an answer may repeat as they are
+/// instead of building new ones (a session's client and uid never change).
+pub(crate) struct Presented<'h> {
+    /// The credentials, as [`extract`] returns them.
+    pub credentials: RequestCredentials<'h>,
+    /// The `client` header, if the client id was read from it.
+    pub client_header: Option<&'h HeaderValue>,
+    /// The `uid` header, if the uid was read from it.
+    pub uid_header: Option<&'h HeaderValue>,
+}
+
+/// [`extract`], keeping the header values the client id and uid were read from.
+///
+/// One pass over the headers finds all three: cheaper than three lookups by name, each
+/// of which hashes the name, and bounded since the server caps the number of headers.
+pub(crate) fn read(headers: &HeaderMap) -> Result<Presented<'_>, CredentialError> {
+    let mut sent: [Option<&HeaderValue>; 3] = [None; 3];
+    let mut conflicting = [false; 3];
+    for (name, value) in headers {
+        let Some(i) = FIELDS.iter().position(|f| f.header == name) else {
+            continue;
+        };
+        match sent[i] {
+            None => sent[i] = Some(value),
+            // Repeats of one value are tolerated (proxies duplicate headers); different
+            // values are not, since which one a client meant is unknowable.
+            Some(first) => conflicting[i] |= first != value,
+        }
+    }
     let mut found: [Option<Cow<'_, str>>; 3] = [None, None, None];
-    for (slot, (name, max)) in found.iter_mut().zip(&FIELDS) {
-        *slot = single_header(headers, name, *max)?.map(Cow::Borrowed);
+    for (i, field) in FIELDS.iter().enumerate() {
+        if conflicting[i] {
+            return Err(CredentialError::Malformed { field: field.label });
+        }
+        found[i] = match sent[i] {
+            Some(value) => checked(value.as_bytes(), field)?.map(Cow::Borrowed),
+            None => None,
+        };
+        if found[i].is_none() {
+            sent[i] = None;
+        }
     }
     if found.iter().any(Option::is_none) {
-        match single_header(headers, &AUTHORIZATION, MAX_AUTHORIZATION_LEN)? {
+        match authorization(headers)? {
             Some(auth) => {
                 let packed = unpack_authorization(auth)?;
                 for (slot, value) in found.iter_mut().zip(packed) {
@@ -133,51 +195,45 @@ pub fn extract(headers: &HeaderMap) -> Result<RequestCredentials<'_>, Credential
     }
     let [token, client, uid] = found;
     let missing = |field| CredentialError::Incomplete { field };
-    Ok(RequestCredentials {
-        token: token.ok_or(missing("access-token"))?,
-        client: client.ok_or(missing("client"))?,
-        uid: uid.ok_or(missing("uid"))?,
+    Ok(Presented {
+        credentials: RequestCredentials {
+            token: token.ok_or(missing("access-token"))?,
+            client: client.ok_or(missing("client"))?,
+            uid: uid.ok_or(missing("uid"))?,
+        },
+        client_header: sent[1],
+        uid_header: sent[2],
     })
 }
 
-/// The one value of header `name`, checked for length before anything else. Repeats of
-/// one value are tolerated (proxies duplicate headers); different values are not, since
-/// which one a client meant is unknowable.
-fn single_header<'h>(
-    headers: &'h HeaderMap,
-    header: &HeaderName,
-    max: usize,
-) -> Result<Option<&'h str>, CredentialError> {
-    let name = field_name(header);
-    let mut values = headers.get_all(header).iter();
+/// A header's value checked for length before anything else, then as UTF-8, trimmed;
+/// `None` if blank.
+fn checked<'h>(bytes: &'h [u8], field: &Field) -> Result<Option<&'h str>, CredentialError> {
+    if bytes.len() > field.max {
+        return Err(CredentialError::TooLong { field: field.label });
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| CredentialError::Malformed { field: field.label })?;
+    let text = text.trim();
+    Ok((!text.is_empty()).then_some(text))
+}
+
+/// The one `Authorization` value, checked like the three (see [`read`]).
+fn authorization(headers: &HeaderMap) -> Result<Option<&str>, CredentialError> {
+    const FIELD: Field = Field {
+        header: AUTHORIZATION,
+        label: "authorization",
+        max: MAX_AUTHORIZATION_LEN,
+    };
+    let mut values = headers.get_all(&FIELD.header).iter();
     let Some(first) = values.next() else {
         return Ok(None);
     };
     // Bounded: the server caps the number and size of headers before this runs.
     if values.any(|v| v != first) {
-        return Err(CredentialError::Malformed { field: name });
+        return Err(CredentialError::Malformed { field: FIELD.label });
     }
-    let bytes = first.as_bytes();
-    if bytes.len() > max {
-        return Err(CredentialError::TooLong { field: name });
-    }
-    let text =
-        std::str::from_utf8(bytes).map_err(|_| CredentialError::Malformed { field: name })?;
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(text))
-}
-
-/// The header's name as a `'static` label for errors.
-fn field_name(header: &HeaderName) -> &'static str {
-    match header.as_str() {
-        "access-token" => "access-token",
-        "client" => "client",
-        "uid" => "uid",
-        _ => "authorization",
-    }
+    checked(first.as_bytes(), &FIELD)
 }
 
 /// Decodes `Bearer <base64 of {"access-token": .., "client": .., "uid": ..}>` into the
@@ -202,8 +258,8 @@ fn unpack_authorization(value: &str) -> Result<[Option<String>; 3], CredentialEr
         .as_object()
         .ok_or(CredentialError::BadAuthorization)?;
     let mut out: [Option<String>; 3] = [None, None, None];
-    for (slot, (header, max)) in out.iter_mut().zip(&FIELDS) {
-        let (name, max) = (field_name(header), *max);
+    for (slot, field) in out.iter_mut().zip(&FIELDS) {
+        let (name, max) = (field.label, field.max);
         match object.get(name) {
             None | Some(serde_json::Value::Null) => {}
             Some(serde_json::Value::String(s)) if s.len() > max => {
@@ -402,6 +458,112 @@ mod tests {
             accepted > 0,
             "the generator never produced readable credentials"
         );
+    }
+
+    /// The credential headers as `extract` read them before it made one pass over
+    /// all headers: three lookups by name. The one pass must answer exactly the same.
+    fn by_lookups(headers: &HeaderMap) -> Result<[Option<String>; 3], CredentialError> {
+        let mut out: [Option<String>; 3] = [None, None, None];
+        for (slot, field) in out.iter_mut().zip(&FIELDS) {
+            let mut values = headers.get_all(&field.header).iter();
+            let Some(first) = values.next() else {
+                continue;
+            };
+            if values.any(|v| v != first) {
+                return Err(CredentialError::Malformed { field: field.label });
+            }
+            *slot = checked(first.as_bytes(), field)?.map(str::to_owned);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn one_pass_reads_what_three_lookups_read() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let names = [
+            "access-token",
+            "client",
+            "uid",
+            "host",
+            "token-type",
+            "x-other",
+        ];
+        let values: [&[u8]; 8] = [
+            b"AAAAAAAAAAAAAAAAAAAAAA",
+            b"BBBBBBBBBBBBBBBB",
+            b"a@example.com",
+            b"  a@example.com ",
+            b" ",
+            b"",
+            b"\xc3\xbc@example.com",
+            b"\xff",
+        ];
+        let long = [b'a'; MAX_SECRET_LEN + 1];
+        let (mut read_some, mut refused_some) = (false, false);
+        for _ in 0..20_000 {
+            let mut h = HeaderMap::new();
+            for _ in 0..next(8) {
+                let name = names[next(names.len() as u64) as usize];
+                let value = match next(10) {
+                    9 => &long[..],
+                    i => values[(i % 8) as usize],
+                };
+                h.append(name, HeaderValue::from_bytes(value).unwrap());
+            }
+            let want = by_lookups(&h);
+            let got = read(&h);
+            match (&want, &got) {
+                (Err(w), Err(g)) => {
+                    assert_eq!(w, g, "{h:?}");
+                    refused_some = true;
+                }
+                (Ok(w), Ok(p)) => {
+                    let c = &p.credentials;
+                    let got = [&c.token, &c.client, &c.uid].map(|v| Some(v.to_string()));
+                    assert_eq!(w, &got, "{h:?}");
+                    read_some = true;
+                }
+                // Every field absent or blank: the one pass then asks `Authorization`,
+                // which these maps never carry.
+                (Ok(w), Err(_)) => assert!(w.iter().any(Option::is_none), "{h:?}"),
+                (Err(w), Ok(_)) => panic!("one pass read what lookups refused ({w}): {h:?}"),
+            }
+            if let Ok(p) = &got {
+                // The headers kept for reuse are the very values read, untrimmed.
+                assert_eq!(
+                    p.client_header.map(HeaderValue::as_bytes),
+                    h.get("client").map(HeaderValue::as_bytes)
+                );
+                assert_eq!(
+                    p.uid_header.map(HeaderValue::as_bytes),
+                    h.get("uid").map(HeaderValue::as_bytes)
+                );
+            }
+        }
+        assert!(read_some && refused_some);
+    }
+
+    #[test]
+    fn keeps_a_header_for_reuse_only_where_the_value_came_from_it() {
+        let json = format!(r#"{{"access-token":"{TOKEN}","client":"{CLIENT}","uid":"x@y"}}"#);
+        let h = headers(&[
+            ("authorization", &bearer(&json)),
+            ("client", b"  "),
+            ("uid", b"z@y"),
+        ]);
+        let p = read(&h).unwrap();
+        assert_eq!(&*p.credentials.client, CLIENT);
+        assert!(
+            p.client_header.is_none(),
+            "the blank header was not what was read"
+        );
+        assert_eq!(p.uid_header.map(HeaderValue::as_bytes), Some(&b"z@y"[..]));
     }
 
     #[test]

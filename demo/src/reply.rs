@@ -1,7 +1,5 @@
 //! Building responses: JSON bodies, the error shapes, and the five credential headers.
 
-use std::io::Write as _;
-
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
@@ -69,41 +67,79 @@ impl std::fmt::Debug for AuthHeaders {
 impl AuthHeaders {
     /// `None` only if the uid cannot be a header value, which the store never returns
     /// for uids the server signed in (they are checked when users are added).
-    pub fn new(c: &baton::Credentials<'_>) -> Option<AuthHeaders> {
-        // One allocation for the four values, sliced: this runs on every request.
-        let (token, client, uid) = (c.token().as_str(), c.client().as_str(), c.uid());
-        let mut all = Vec::with_capacity(token.len() + client.len() + uid.len() + 20);
-        for part in [token, client, uid] {
-            all.extend_from_slice(part.as_bytes());
-        }
-        let before = all.len();
-        // Writing to a Vec cannot fail.
-        let _ = write!(all, "{}", c.expiry());
-        let expiry_len = all.len() - before;
-        let all = Bytes::from(all);
-        let mut at = 0;
-        let mut next = |len: usize| {
-            let value = HeaderValue::from_maybe_shared(all.slice(at..at + len)).ok();
-            at += len;
-            value
+    ///
+    /// `client_header` and `uid_header` are the request's own values, if it sent them
+    /// as separate headers: when they are the session's, the answer repeats them
+    /// (sharing the request's buffer) instead of copying and checking them again. This
+    /// runs on every request.
+    pub fn new(
+        c: &baton::Credentials<'_>,
+        client_header: Option<&HeaderValue>,
+        uid_header: Option<&HeaderValue>,
+    ) -> Option<AuthHeaders> {
+        let reuse = |sent: Option<&HeaderValue>, value: &str| match sent {
+            Some(sent) if sent.as_bytes() == value.as_bytes() => Some(sent.clone()),
+            _ => HeaderValue::from_str(value).ok(),
         };
-        let mut token_value = next(token.len())?;
-        token_value.set_sensitive(true);
+        let mut token = HeaderValue::from_str(c.token().as_str()).ok()?;
+        token.set_sensitive(true);
         Some(AuthHeaders {
-            token: token_value,
-            client: next(client.len())?,
-            uid: next(uid.len())?,
-            expiry: next(expiry_len)?,
+            token,
+            client: reuse(client_header, c.client().as_str())?,
+            expiry: HeaderValue::from(c.expiry()),
+            uid: reuse(uid_header, c.uid())?,
         })
     }
 
     /// Puts the five headers and `Cache-Control: no-store` on a response.
-    pub fn apply(&self, headers: &mut HeaderMap) {
-        headers.insert(ACCESS_TOKEN, self.token.clone());
+    pub fn apply(self, headers: &mut HeaderMap) {
+        headers.insert(ACCESS_TOKEN, self.token);
         headers.insert(TOKEN_TYPE, HeaderValue::from_static("Bearer"));
-        headers.insert(CLIENT, self.client.clone());
-        headers.insert(EXPIRY, self.expiry.clone());
-        headers.insert(UID, self.uid.clone());
+        headers.insert(CLIENT, self.client);
+        headers.insert(EXPIRY, self.expiry);
+        headers.insert(UID, self.uid);
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on_response(headers: AuthHeaders) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        headers.apply(&mut map);
+        map
+    }
+
+    #[test]
+    fn repeats_the_request_values_only_when_they_are_the_sessions() {
+        let store = baton::Store::new();
+        let c = store.issue("a@example.com").unwrap();
+        let (client, uid) = (c.client().as_str(), c.uid());
+        let sent_client = HeaderValue::from_str(client).unwrap();
+        let sent_uid = HeaderValue::from_static("someone-else@example.com");
+        let headers = AuthHeaders::new(&c, Some(&sent_client), Some(&sent_uid)).unwrap();
+        assert!(!format!("{headers:?}").contains(c.token().as_str()));
+        let map = on_response(headers);
+        assert_eq!(map[&ACCESS_TOKEN], c.token().as_str());
+        assert!(map[&ACCESS_TOKEN].is_sensitive());
+        assert_eq!(map[&TOKEN_TYPE], "Bearer");
+        assert_eq!(map[&CLIENT], client);
+        // The same bytes: the request's value itself, not a copy.
+        assert_eq!(
+            map[&CLIENT].as_bytes().as_ptr(),
+            sent_client.as_bytes().as_ptr()
+        );
+        assert_eq!(
+            map[&UID], uid,
+            "a uid other than the session's is not repeated"
+        );
+        assert_eq!(map[&EXPIRY], c.expiry().to_string().as_str());
+        assert_eq!(map[&CACHE_CONTROL], "no-store");
+        assert_eq!(
+            on_response(AuthHeaders::new(&c, None, None).unwrap())[&UID],
+            uid
+        );
     }
 }

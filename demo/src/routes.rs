@@ -121,7 +121,7 @@ async fn sign_in<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Rep
         return reply::failure(StatusCode::UNAUTHORIZED, BAD_LOGIN);
     };
     let headers = match state.store.issue(&user.email).await {
-        Ok(c) => AuthHeaders::new(&c),
+        Ok(c) => AuthHeaders::new(&c, None, None),
         Err(BackendError::Refused(_)) => None,
         Err(e) => return unavailable(state, "sign-in", &e),
     };
@@ -197,7 +197,7 @@ async fn check<'s, 'r, B: Backend>(
     state: &'s AppState<B>,
     req: &'r Request<Incoming>,
 ) -> Result<Checked<'s, 'r>, Failed> {
-    let presented = match credentials::extract(req.headers()) {
+    let presented = match credentials::read(req.headers()) {
         Ok(c) => c,
         Err(e) => {
             let counter = match e {
@@ -209,18 +209,24 @@ async fn check<'s, 'r, B: Backend>(
             return Err(Failed::Refused);
         }
     };
+    let credentials::Presented {
+        credentials: sent,
+        client_header,
+        uid_header,
+    } = presented;
     match state
         .store
-        .authenticate(&presented.uid, &presented.client, &presented.token)
+        .authenticate(&sent.uid, &sent.client, &sent.token)
         .await
     {
         Ok(ok) => {
-            let headers = AuthHeaders::new(ok.credentials()).ok_or(Failed::Refused)?;
-            let user = state.users.find(&presented.uid).ok_or(Failed::Refused)?;
+            let headers = AuthHeaders::new(ok.credentials(), client_header, uid_header)
+                .ok_or(Failed::Refused)?;
+            let user = state.users.find(&sent.uid).ok_or(Failed::Refused)?;
             Ok(Checked {
                 headers,
                 user,
-                client: presented.client,
+                client: sent.client,
             })
         }
         Err(BackendError::Refused(rejection)) => {

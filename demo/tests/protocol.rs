@@ -275,6 +275,30 @@ async fn headers_are_case_insensitive_and_token_type_optional() {
     r.assert_authenticated();
 }
 
+/// The answer repeats the request's own `client` and `uid` values when they are the
+/// session's; padded ones must still come back as the session's.
+#[tokio::test]
+async fn padded_credentials_are_answered_with_the_sessions_own_values() {
+    let s = Server::start().await;
+    let c = s.sign_in(EMAIL).await;
+    let r = s
+        .request(
+            "GET",
+            "/api/me",
+            &[
+                ("access-token", &c.token),
+                ("client", &format!("\t{}  ", c.client)),
+                ("uid", &format!(" {}\t", c.uid)),
+            ],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let next = r.assert_authenticated();
+    assert_eq!((&next.client, &next.uid), (&c.client, &c.uid));
+    assert_ne!(next.token, c.token);
+}
+
 #[tokio::test]
 async fn the_authorization_bearer_form_is_accepted_in_both_alphabets() {
     let s = Server::start().await;
