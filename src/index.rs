@@ -210,6 +210,35 @@ impl<'s> Writer<'s> {
         out
     }
 
+    /// Walks the sessions of `uid` in probe order and removes each one `end` returns
+    /// true for (it must have killed it). One pass and no allocation: removing leaves
+    /// a tombstone, so the chain being walked keeps its shape.
+    pub(crate) fn remove_of_user(
+        &mut self,
+        hash: u64,
+        uid: &str,
+        guard: &Guard,
+        mut end: impl FnMut(&Session) -> bool,
+    ) {
+        let t = self.shard.table(guard);
+        let mut i = hash as usize & t.mask;
+        for _ in 0..=t.mask {
+            let p = t.slots[i].load(Ordering::Acquire, guard);
+            if p.is_null() {
+                if p.tag() != TOMBSTONE {
+                    break;
+                }
+            } else {
+                // SAFETY: as in `of_user`.
+                let s = unsafe { p.deref() };
+                if s.uid == uid && end(s) {
+                    self.remove(Slot(i), guard);
+                }
+            }
+            i = (i + 1) & t.mask;
+        }
+    }
+
     /// Removes the dead session at `slot` and retires it.
     pub(crate) fn remove(&mut self, slot: Slot, guard: &Guard) {
         let t = self.shard.table(guard);

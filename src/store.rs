@@ -338,9 +338,9 @@ impl<C: Clock> Store<C> {
         let hasher = |u: &str| self.hash(u);
         let mut w = shard.index.write(&hasher);
         let mut ended_live = 0;
-        for (slot, s) in w.of_user(hash, uid, &guard) {
+        w.remove_of_user(hash, uid, &guard, |s| {
             if client.is_some_and(|cl| *cl != s.client) {
-                continue;
+                return false;
             }
             if let Some(word) = s.kill() {
                 ended(c);
@@ -351,9 +351,10 @@ impl<C: Clock> Store<C> {
                     ended_live += 1;
                 }
             }
-            w.remove(slot, &guard);
-        }
-        self.sweep_step(&mut w, now, c, &guard);
+            true
+        });
+        // No sweep step here: a sign-out adds nothing to the table, and sign-ins
+        // sweep enough to keep expired sessions from piling up.
         Ok(ended_live)
     }
 
@@ -421,8 +422,8 @@ impl<C: Clock> Store<C> {
     }
 
     /// Removes every expired session and frees what removed sessions left behind,
-    /// one shard at a time (lookups never wait). Sign-ins and sign-outs already sweep
-    /// a few slots each; call this periodically if sessions expire without any.
+    /// one shard at a time (lookups never wait). Sign-ins already sweep a few slots
+    /// each; call this periodically if sessions expire without any.
     /// Returns how many expired sessions it removed.
     pub fn sweep(&self) -> usize {
         let now = self.clock.now_ms();
