@@ -97,13 +97,15 @@
 //! rotate. Sign-in and sign-out take their shard's mutex; lookups never wait for it.
 //!
 //! Rotation state design, measured (`cargo bench --bench compare`, `BENCHMARKS.md`): the
-//! packed `AtomicU64` with derived tokens is 1.2 to 1.6 times as fast as an `ArcSwap` of
+//! packed `AtomicU64` with derived tokens is 1.4 to 3.8 times as fast as an `ArcSwap` of
 //! an immutable state per session (CPU per rotation at 1 000 sessions, 1 / 2 / 4 threads:
-//! 292 / 315 / 309 ns against 403 / 496 / 481 ns), allocates nothing where the `ArcSwap`
+//! 207 / 214 / 204 ns against 417 / 587 / 628 ns), allocates nothing where the `ArcSwap`
 //! allocates about 104 bytes per rotation, and takes a third of the memory. Kept.
-//! Since then one rotation costs about 2 600 instructions (one SSE2 ChaCha20 block, two
-//! base64 codings, one CAS); its single ChaCha20 block is the largest part. Memory: 80.8 bytes requested from the allocator per live
-//! session at one million sessions with 20-byte uids, index included (`tests/alloc.rs`).
+//! A rotation is about 2 000 instructions; its largest part is the ChaCha20 block, a
+//! serial chain of about 65 ns with AVX-512VL's rotate (the block function picks
+//! AVX-512VL, SSSE3 or SSE2 at run time). Memory: 80.8 bytes requested from the
+//! allocator per live session at one million sessions with 20-byte uids, index
+//! included (`tests/alloc.rs`).
 //!
 //! # Safety and how it is verified
 //!
