@@ -1,6 +1,6 @@
 //! Building responses: JSON bodies, the error shapes, and the five credential headers.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
@@ -70,8 +70,8 @@ impl AuthHeaders {
     ///
     /// `client_header` and `uid_header` are the request's own values, if it sent them
     /// as separate headers: when they are the session's, the answer repeats them
-    /// (sharing the request's buffer) instead of copying and checking them again. This
-    /// runs on every request.
+    /// (sharing the request's buffer) instead of copying them. The other values are
+    /// copied into this thread's [`Scratch`] block. This runs on every request.
     pub fn new(
         c: &baton::Credentials<'_>,
         client_header: Option<&HeaderValue>,
@@ -79,14 +79,15 @@ impl AuthHeaders {
     ) -> Option<AuthHeaders> {
         let reuse = |sent: Option<&HeaderValue>, value: &str| match sent {
             Some(sent) if sent.as_bytes() == value.as_bytes() => Some(sent.clone()),
-            _ => HeaderValue::from_str(value).ok(),
+            _ => Scratch::value(value.as_bytes()),
         };
-        let mut token = HeaderValue::from_str(c.token().as_str()).ok()?;
+        let mut token = Scratch::value(c.token().as_str().as_bytes())?;
         token.set_sensitive(true);
+        let mut digits = [0u8; 20];
         Some(AuthHeaders {
             token,
             client: reuse(client_header, c.client().as_str())?,
-            expiry: HeaderValue::from(c.expiry()),
+            expiry: Scratch::value(decimal(c.expiry(), &mut digits))?,
             uid: reuse(uid_header, c.uid())?,
         })
     }
@@ -102,9 +103,82 @@ impl AuthHeaders {
     }
 }
 
+/// `n` in decimal, written into the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// Header values built per request, copied into one block per thread rather than
+/// each into an allocation of its own: the allocations (one per value, since every
+/// value is freed separately) cost more than building the values. A block is shared
+/// by the values cut from it and freed, or reused in place, once they are all gone,
+/// which is as soon as hyper has written their response.
+struct Scratch;
+
+/// Bytes per block: a few hundred values' worth.
+const SCRATCH_BLOCK: usize = 8 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<BytesMut> = std::cell::Cell::new(BytesMut::new());
+}
+
+impl Scratch {
+    /// `bytes` as a header value; `None` if they cannot be one.
+    fn value(bytes: &[u8]) -> Option<HeaderValue> {
+        SCRATCH
+            .try_with(|cell| {
+                let mut block = cell.take();
+                if block.capacity() < bytes.len() {
+                    block.reserve(SCRATCH_BLOCK.max(bytes.len()));
+                }
+                block.extend_from_slice(bytes);
+                let value = block.split().freeze();
+                cell.set(block);
+                HeaderValue::from_maybe_shared(value).ok()
+            })
+            // The thread is exiting and its block is gone: a value of its own.
+            .unwrap_or_else(|_| HeaderValue::from_bytes(bytes).ok())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_writes_every_digit() {
+        let mut buf = [0u8; 20];
+        for n in [0, 7, 10, 1_797_150_707, u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn scratch_values_keep_their_bytes_across_blocks() {
+        let mut kept = Vec::new();
+        for i in 0..4 * SCRATCH_BLOCK {
+            let text = format!("value-{i}");
+            let value = Scratch::value(text.as_bytes()).unwrap();
+            // Keep some alive, so that blocks are both reused in place and left behind.
+            if i % 97 == 0 {
+                kept.push((text, value));
+            }
+        }
+        let long = vec![b'x'; 3 * SCRATCH_BLOCK];
+        assert_eq!(Scratch::value(&long).unwrap().as_bytes(), &long[..]);
+        for (text, value) in &kept {
+            assert_eq!(value.as_bytes(), text.as_bytes());
+        }
+        assert!(Scratch::value(b"no\nnewlines").is_none());
+    }
 
     fn on_response(headers: AuthHeaders) -> HeaderMap {
         let mut map = HeaderMap::new();
