@@ -293,7 +293,8 @@ struct Conn {
     req: Vec<u8>,
     uid: String,
     client: String,
-    token: String,
+    /// The token to present next, as the last answer carried it.
+    token: Vec<u8>,
 }
 
 impl Conn {
@@ -307,18 +308,18 @@ impl Conn {
             req: Vec::with_capacity(512),
             uid: email.to_owned(),
             client: String::new(),
-            token: String::new(),
+            token: Vec::new(),
         };
         let body = format!("email={}&password={PASSWORD}", email.replace('@', "%40"));
         let req = format!(
             "POST /auth/sign_in HTTP/1.1\r\nhost: l\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         );
-        let end = c.exchange(req.as_bytes()).await;
+        let end = c.exchange(req.as_bytes()).await.len;
         let head = String::from_utf8_lossy(&c.buf[..end]).into_owned();
         assert!(head.starts_with("HTTP/1.1 200 "), "sign-in failed: {head}");
         c.client = header(&head, "client").expect("client header").to_owned();
-        c.token = header(&head, "access-token").expect("token").to_owned();
+        c.token = header(&head, "access-token").expect("token").into();
         c
     }
 
@@ -331,7 +332,7 @@ impl Conn {
             } else {
                 b"GET /public/items HTTP/1.1\r\nhost: l\r\naccess-token: "
             });
-            req.extend_from_slice(self.token.as_bytes());
+            req.extend_from_slice(&self.token);
             req.extend_from_slice(b"\r\ntoken-type: Bearer\r\nclient: ");
             req.extend_from_slice(self.client.as_bytes());
             req.extend_from_slice(b"\r\nuid: ");
@@ -340,39 +341,34 @@ impl Conn {
         } else {
             req.extend_from_slice(b"GET /public/items HTTP/1.1\r\nhost: l\r\n\r\n");
         }
-        let head_len = self.exchange(&req).await;
+        let head = self.exchange(&req).await;
         self.req = req;
-        let head = &self.buf[..head_len];
         assert!(
-            head.starts_with(b"HTTP/1.1 200 "),
+            self.buf.starts_with(b"HTTP/1.1 200 "),
             "{}",
-            String::from_utf8_lossy(head)
+            String::from_utf8_lossy(&self.buf[..head.len])
         );
         if mode == Mode::Rotating {
-            let token = header_bytes(head, b"\r\naccess-token: ").expect("a token");
+            let token = head.token.expect("a token");
             self.token.clear();
-            self.token
-                .push_str(std::str::from_utf8(token).expect("ascii token"));
+            self.token.extend_from_slice(&self.buf[token]);
         }
     }
 
     /// Writes a request and reads one response (head and content-length body) into
-    /// the front of `buf`; returns the length of the head. The previous response is
+    /// the front of `buf`; returns what its head says. The previous response is
     /// dropped from `buf` first.
-    async fn exchange(&mut self, req: &[u8]) -> usize {
+    async fn exchange(&mut self, req: &[u8]) -> Head {
         self.buf.drain(..self.consumed);
         self.consumed = 0;
         self.stream.write_all(req).await.expect("write");
         loop {
-            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
-                let len = header_bytes(&self.buf[..end + 2], b"\r\ncontent-length: ")
-                    .and_then(|v| std::str::from_utf8(v).ok()?.parse::<usize>().ok())
-                    .unwrap_or(0);
-                while self.buf.len() < end + 4 + len {
+            if let Some(head) = Head::parse(&self.buf) {
+                while self.buf.len() < head.len + head.content_length {
                     self.fill().await;
                 }
-                self.consumed = end + 4 + len;
-                return end;
+                self.consumed = head.len + head.content_length;
+                return head;
             }
             self.fill().await;
         }
@@ -386,27 +382,49 @@ impl Conn {
     }
 }
 
-/// The first position of `needle` in `hay`. Jumps between occurrences of its first
-/// byte: comparing a window at every position costs more than the server's work.
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, _) = needle.split_first()?;
-    let mut from = 0;
-    while let Some(p) = hay.get(from..)?.iter().position(|&b| b == first) {
-        let at = from + p;
-        if hay[at..].starts_with(needle) {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
+/// What the load test reads from a response head.
+struct Head {
+    /// Bytes up to and including the blank line that ends the head.
+    len: usize,
+    /// The body's length (hyper always sends `content-length` for these answers).
+    content_length: usize,
+    /// Where in the head the `access-token` value is.
+    token: Option<std::ops::Range<usize>>,
 }
 
-/// The value after `prefix` (`\r\n` + lower-case name + `: `, as hyper writes it),
-/// up to the end of its line.
-fn header_bytes<'h>(head: &'h [u8], prefix: &[u8]) -> Option<&'h [u8]> {
-    let start = find(head, prefix)? + prefix.len();
-    let len = find(&head[start..], b"\r\n").unwrap_or(head.len() - start);
-    Some(&head[start..start + len])
+impl Head {
+    /// Reads a head in one pass over its lines, as hyper writes them (`name: value`,
+    /// names in lower case); `None` until the whole head has arrived. The lines are
+    /// found with `memchr`: a loop comparing byte by byte, or a search per header
+    /// wanted, costs more than the server's work for a header.
+    fn parse(buf: &[u8]) -> Option<Head> {
+        let (mut content_length, mut token) = (0, None);
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', buf) {
+            let line = &buf[start..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                return Some(Head {
+                    len: end + 1,
+                    content_length,
+                    token,
+                });
+            }
+            if let Some(value) = line.strip_prefix(b"content-length: ") {
+                content_length = value
+                    .iter()
+                    .try_fold(0usize, |n, &d| {
+                        d.is_ascii_digit()
+                            .then(|| n.checked_mul(10)?.checked_add(usize::from(d - b'0')))?
+                    })
+                    .expect("a content-length");
+            } else if line.starts_with(b"access-token: ") {
+                token = Some(start + b"access-token: ".len()..start + line.len());
+            }
+            start = end + 1;
+        }
+        None
+    }
 }
 
 fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
@@ -414,4 +432,23 @@ fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
         .map(|(_, v)| v.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Head;
+
+    #[test]
+    fn a_head_is_read_once_it_is_whole() {
+        let response = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\naccess-token: abc_-\r\nclient: c\r\ncontent-length: 12\r\ndate: x\r\n\r\n{\"data\": []}";
+        let end = response.len() - 12;
+        for cut in 0..end {
+            assert!(Head::parse(&response[..cut]).is_none(), "{cut}");
+        }
+        let head = Head::parse(response).expect("a whole head");
+        assert_eq!((head.len, head.content_length), (end, 12));
+        assert_eq!(&response[head.token.expect("a token")], b"abc_-");
+        let bare = Head::parse(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
+        assert_eq!((bare.content_length, bare.token), (0, None));
+    }
 }
