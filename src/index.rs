@@ -86,7 +86,7 @@ impl Shard {
         guard: &'g Guard,
     ) -> Option<&'g Session> {
         let mut found = None;
-        self.probe(hash, guard, |s| {
+        self.probe(hash, guard, |_, s| {
             if s.is(uid, client) {
                 found = Some(s);
                 false
@@ -100,7 +100,7 @@ impl Shard {
     /// Every session of `uid` the table holds, dead or alive, in probe order.
     pub(crate) fn of_user<'g>(&self, hash: u64, uid: &str, guard: &'g Guard) -> Vec<&'g Session> {
         let mut out = Vec::new();
-        self.probe(hash, guard, |s| {
+        self.probe(hash, guard, |_, s| {
             if s.uid == uid {
                 out.push(s);
             }
@@ -109,9 +109,15 @@ impl Shard {
         out
     }
 
-    /// Calls `visit` on each session of the probe chain of `hash` until it returns false.
+    /// Calls `visit` on each session of the probe chain of `hash`, with its slot,
+    /// until it returns false.
     #[inline]
-    fn probe<'g>(&self, hash: u64, guard: &'g Guard, mut visit: impl FnMut(&'g Session) -> bool) {
+    fn probe<'g>(
+        &self,
+        hash: u64,
+        guard: &'g Guard,
+        mut visit: impl FnMut(Slot, &'g Session) -> bool,
+    ) {
         let t = self.table(guard);
         let mut i = hash as usize & t.mask;
         for _ in 0..=t.mask {
@@ -126,11 +132,29 @@ impl Shard {
                 // retired with `defer_destroy` only after their slot was cleared, and we
                 // are pinned, so none we can load here has been freed.
                 let s = unsafe { p.deref() };
-                if !visit(s) {
+                if !visit(Slot(i), s) {
                     return;
                 }
             }
             i = (i + 1) & t.mask;
+        }
+    }
+
+    /// Tombstones `slot` and retires its session. Only the writer-lock holder calls
+    /// it (through `Writer`), so no other thread retires the same session.
+    fn retire(&self, slot: Slot, guard: &Guard) {
+        let t = self.table(guard);
+        // Release: a reader that sees the tombstone sees it after the session died.
+        let old = t.slots[slot.0].swap(Shared::null().with_tag(TOMBSTONE), Ordering::AcqRel, guard);
+        debug_assert!(!old.is_null(), "removed an empty slot");
+        if !old.is_null() {
+            // SAFETY: not retired yet (this call retires it), and we are pinned.
+            #[cfg(loom)]
+            unsafe { old.deref() }.unlinked();
+            // SAFETY: the slot no longer points to the session, it is in no other
+            // current slot, and earlier tables that still point to it were retired
+            // before now, so only readers pinned before this call can hold it.
+            unsafe { guard.defer_destroy(old) };
         }
     }
 
@@ -188,25 +212,13 @@ impl<'s> Writer<'s> {
         uid: &str,
         guard: &'g Guard,
     ) -> Vec<(Slot, &'g Session)> {
-        let t = self.shard.table(guard);
         let mut out = Vec::new();
-        let mut i = hash as usize & t.mask;
-        for _ in 0..=t.mask {
-            // Relaxed would do under the lock; Acquire keeps one rule for every slot load.
-            let p = t.slots[i].load(Ordering::Acquire, guard);
-            if p.is_null() {
-                if p.tag() != TOMBSTONE {
-                    break;
-                }
-            } else {
-                // SAFETY: as in `Shard::probe`; moreover only this lock holder retires.
-                let s = unsafe { p.deref() };
-                if s.uid == uid {
-                    out.push((Slot(i), s));
-                }
+        self.shard.probe(hash, guard, |slot, s| {
+            if s.uid == uid {
+                out.push((slot, s));
             }
-            i = (i + 1) & t.mask;
-        }
+            true
+        });
         out
     }
 
@@ -220,40 +232,18 @@ impl<'s> Writer<'s> {
         guard: &Guard,
         mut end: impl FnMut(&Session) -> bool,
     ) {
-        let t = self.shard.table(guard);
-        let mut i = hash as usize & t.mask;
-        for _ in 0..=t.mask {
-            let p = t.slots[i].load(Ordering::Acquire, guard);
-            if p.is_null() {
-                if p.tag() != TOMBSTONE {
-                    break;
-                }
-            } else {
-                // SAFETY: as in `of_user`.
-                let s = unsafe { p.deref() };
-                if s.uid == uid && end(s) {
-                    self.remove(Slot(i), guard);
-                }
+        let shard = self.shard;
+        shard.probe(hash, guard, |slot, s| {
+            if s.uid == uid && end(s) {
+                shard.retire(slot, guard);
             }
-            i = (i + 1) & t.mask;
-        }
+            true
+        });
     }
 
     /// Removes the dead session at `slot` and retires it.
     pub(crate) fn remove(&mut self, slot: Slot, guard: &Guard) {
-        let t = self.shard.table(guard);
-        // Release: a reader that sees the tombstone sees it after the session died.
-        let old = t.slots[slot.0].swap(Shared::null().with_tag(TOMBSTONE), Ordering::AcqRel, guard);
-        debug_assert!(!old.is_null(), "removed an empty slot");
-        if !old.is_null() {
-            // SAFETY: not retired yet (this call retires it), and we are pinned.
-            #[cfg(loom)]
-            unsafe { old.deref() }.unlinked();
-            // SAFETY: the slot no longer points to the session, it is in no other
-            // current slot, and earlier tables that still point to it were retired
-            // before now, so only readers pinned before this call can hold it.
-            unsafe { guard.defer_destroy(old) };
-        }
+        self.shard.retire(slot, guard);
     }
 
     /// Finds `target` in the current table, if it is still there.
