@@ -114,7 +114,7 @@ mod x86 {
     /// A module with `block` and `blocks2` for one instruction set, given its
     /// features and its four rotations (of a `__m128i` by 16, 12, 8 and 7 bits).
     macro_rules! vector_chacha {
-        ($name:ident, $features:literal, $rot16:ident, $rot12:ident, $rot8:ident, $rot7:ident) => {
+        ($name:ident, $features:literal, $rot16:expr, $rot12:expr, $rot8:expr, $rot7:expr) => {
             pub(super) mod $name {
                 #[allow(unused_imports)]
                 use std::arch::x86_64::*;
@@ -243,29 +243,10 @@ mod x86 {
     mod rotations {
         use std::arch::x86_64::*;
 
+        /// Rotation left by `L` as two shifts (`R` = 32 - `L`) and an OR.
         #[target_feature(enable = "sse2")]
         pub(super) fn shift_rotate<const L: i32, const R: i32>(x: __m128i) -> __m128i {
             _mm_or_si128(_mm_slli_epi32::<L>(x), _mm_srli_epi32::<R>(x))
-        }
-
-        #[target_feature(enable = "sse2")]
-        pub(super) fn sse2_rot16(x: __m128i) -> __m128i {
-            shift_rotate::<16, 16>(x)
-        }
-
-        #[target_feature(enable = "sse2")]
-        pub(super) fn sse2_rot12(x: __m128i) -> __m128i {
-            shift_rotate::<12, 20>(x)
-        }
-
-        #[target_feature(enable = "sse2")]
-        pub(super) fn sse2_rot8(x: __m128i) -> __m128i {
-            shift_rotate::<8, 24>(x)
-        }
-
-        #[target_feature(enable = "sse2")]
-        pub(super) fn sse2_rot7(x: __m128i) -> __m128i {
-            shift_rotate::<7, 25>(x)
         }
 
         /// Each 32-bit lane's bytes moved up by two: rotation by 16.
@@ -286,43 +267,36 @@ mod x86 {
             )
         }
 
+        /// Rotation left by `N` in one instruction (`vprold`).
         #[target_feature(enable = "avx512f,avx512vl")]
-        pub(super) fn avx512_rot16(x: __m128i) -> __m128i {
-            _mm_rol_epi32::<16>(x)
-        }
-
-        #[target_feature(enable = "avx512f,avx512vl")]
-        pub(super) fn avx512_rot12(x: __m128i) -> __m128i {
-            _mm_rol_epi32::<12>(x)
-        }
-
-        #[target_feature(enable = "avx512f,avx512vl")]
-        pub(super) fn avx512_rot8(x: __m128i) -> __m128i {
-            _mm_rol_epi32::<8>(x)
-        }
-
-        #[target_feature(enable = "avx512f,avx512vl")]
-        pub(super) fn avx512_rot7(x: __m128i) -> __m128i {
-            _mm_rol_epi32::<7>(x)
+        pub(super) fn avx512_rotate<const N: i32>(x: __m128i) -> __m128i {
+            _mm_rol_epi32::<N>(x)
         }
     }
 
-    vector_chacha!(sse2, "sse2", sse2_rot16, sse2_rot12, sse2_rot8, sse2_rot7);
+    vector_chacha!(
+        sse2,
+        "sse2",
+        shift_rotate::<16, 16>,
+        shift_rotate::<12, 20>,
+        shift_rotate::<8, 24>,
+        shift_rotate::<7, 25>
+    );
     vector_chacha!(
         ssse3,
         "ssse3",
         ssse3_rot16,
-        sse2_rot12,
+        shift_rotate::<12, 20>,
         ssse3_rot8,
-        sse2_rot7
+        shift_rotate::<7, 25>
     );
     vector_chacha!(
         avx512,
         "avx512f,avx512vl",
-        avx512_rot16,
-        avx512_rot12,
-        avx512_rot8,
-        avx512_rot7
+        avx512_rotate::<16>,
+        avx512_rotate::<12>,
+        avx512_rotate::<8>,
+        avx512_rotate::<7>
     );
 }
 
