@@ -53,4 +53,5 @@ pub mod users;
 
 pub use app::{AppState, Limits};
 pub use cli::Cli;
-pub use server::serve;
+pub use routes::handle;
+pub use server::{http1_builder, serve};

@@ -23,7 +23,9 @@ const UNAVAILABLE: &str = "The session store is unavailable. Please try again sh
 
 const ITEMS: [(u64, &str); 3] = [(1, "baton"), (2, "relay shoes"), (3, "stopwatch")];
 
-/// Answers one request: every answer, errors included, carries the CORS headers.
+/// Answers one request as the server does: every answer, errors included, carries
+/// the CORS headers. [`serve`](crate::serve) calls it for each request; it is public
+/// for servers that wrap it (`baton-load` does, to measure the protocol's bytes alone).
 pub async fn handle<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Reply {
     let origin = req.headers().get(ORIGIN).cloned();
     let mut reply = route(state, req).await;

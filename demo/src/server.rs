@@ -13,17 +13,28 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::app::AppState;
+use crate::app::{AppState, Limits};
 use crate::routes;
 
 /// hyper's read buffer, which bounds a request head before the server sees it. It is
-/// larger than [`Limits::max_header_bytes`](crate::Limits) so that most oversized
+/// larger than [`Limits::max_header_bytes`] so that most oversized
 /// heads reach the server's own check and get its JSON 431; a head past this gets
 /// hyper's bare 431.
 const READ_BUFFER: usize = 64 * 1024;
 
+/// The HTTP/1 settings every connection is served with: keep-alive, hyper's read
+/// buffer, and the time limit on a request head.
+pub fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(READ_BUFFER)
+        .keep_alive(true);
+    http
+}
+
 /// Serves `listener` until `shutdown` completes, then stops accepting, lets every
-/// in-flight request finish (up to [`Limits::shutdown_grace`](crate::Limits)), and
+/// in-flight request finish (up to [`Limits::shutdown_grace`]), and
 /// returns. Also sweeps expired sessions every `state.sweep_interval`, when the store
 /// needs it (`state.sweep`).
 pub async fn serve<B: Backend + 'static>(
@@ -31,11 +42,7 @@ pub async fn serve<B: Backend + 'static>(
     state: Arc<AppState<B>>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(state.limits.header_read_timeout)
-        .max_buf_size(READ_BUFFER)
-        .keep_alive(true);
+    let http = http1_builder(&state.limits);
     let graceful = GracefulShutdown::new();
     let sweeper = state
         .sweep

@@ -2,15 +2,19 @@
 //!
 //! Run it with `cargo run --release -p baton-demo --bin baton-load` (add `-- --help`).
 //! It starts the server in-process on 127.0.0.1 (its own runtime and threads), then
-//! drives it over keep-alive connections on loopback, alternating two phases:
+//! drives it over keep-alive connections on loopback, taking turns at three phases:
 //!
 //! - `GET /public/items`: no credentials (the baseline);
 //! - `GET /api/items`: the same answer behind authentication, each connection one
 //!   signed-in client that presents the token of the previous answer, so every
-//!   request rotates.
+//!   request rotates;
+//! - between the two, the same requests as the rotating phase sent to a second
+//!   server on the same runtime, which runs the same routes for `/public/items` and
+//!   echoes the credentials back: the rotating phase's bytes, both ways, without its
+//!   authentication work.
 //!
-//! It reports requests/s and latency percentiles of each, and the ratio. Traffic goes
-//! to loopback only; every phase is bounded in time.
+//! It reports requests/s, latency percentiles and CPU per request of each, and the
+//! ratios. Traffic goes to loopback only; every phase is bounded in time.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,18 +36,18 @@ struct Args {
     /// Length of each measured phase, in seconds.
     #[arg(long, default_value_t = 2)]
     seconds: u64,
-    /// Rounds of the two phases, alternating their order; figures are summed over
-    /// rounds, and the median of the rounds' ratios is reported too, since other
-    /// processes on a shared machine come and go between phases.
+    /// Rounds of the three phases, each round starting with the next one; figures are
+    /// summed over rounds, and the median of the rounds' ratios is reported too, since
+    /// other processes on a shared machine come and go between phases.
     #[arg(long, default_value_t = 10)]
     rounds: usize,
     /// Send the credential headers in the baseline phase too (the server ignores them
     /// there), to separate the cost of parsing them from the cost of acting on them.
     #[arg(long)]
     baseline_with_headers: bool,
-    /// Run only one phase, for profiling: `base` or `auth`.
-    #[arg(long)]
-    only: Option<String>,
+    /// Run only one phase, for profiling (the warm-up still runs every phase).
+    #[arg(long, value_enum)]
+    only: Option<Only>,
     /// Server worker threads.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
@@ -52,23 +56,44 @@ struct Args {
     client_threads: usize,
 }
 
+/// The phases, for `--only`, in the order of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    /// `GET /public/items`, no credentials.
+    Base,
+    /// The echoing server: the rotating phase's bytes without its work.
+    Bytes,
+    /// `GET /api/items`, rotating.
+    Auth,
+}
+
 const PASSWORD: &str = "load-test-password";
 
 fn main() {
     let args = Args::parse();
-    let (addr, _server) = start_server(&args);
+    let (servers, _server) = start_servers(&args);
     let load = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
         .thread_name("load")
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    load.block_on(run(addr, &args));
+    load.block_on(run(servers, &args));
 }
 
-/// The server on its own runtime, as the binary would run it, but with cheap password
-/// hashing: sign-ins happen before measuring and are not what is measured.
-fn start_server(args: &Args) -> (SocketAddr, tokio::runtime::Runtime) {
+/// Where the two servers listen.
+struct Servers {
+    /// The server, as `baton-demo` runs it.
+    real: SocketAddr,
+    /// The same routes and connection settings, answering `/public/items` with the
+    /// request's own credentials echoed back, so that its answers carry the same
+    /// headers as a rotating answer (see [`echo_credentials`]).
+    echo: SocketAddr,
+}
+
+/// The servers on their own runtime, as the binary would run it, but with cheap
+/// password hashing: sign-ins happen before measuring and are not what is measured.
+fn start_servers(args: &Args) -> (Servers, tokio::runtime::Runtime) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.server_threads.max(1))
         .thread_name("server")
@@ -82,14 +107,71 @@ fn start_server(args: &Args) -> (SocketAddr, tokio::runtime::Runtime) {
             .expect("distinct users");
     }
     let state = Arc::new(AppState::new(Store::new(), users));
-    let listener = rt
-        .block_on(TcpListener::bind("127.0.0.1:0"))
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("bound");
-    rt.spawn(serve(listener, state, std::future::pending()));
-    (addr, rt)
+    let bind = || {
+        let listener = rt
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("bound");
+        (listener, addr)
+    };
+    let (listener, real) = bind();
+    rt.spawn(serve(listener, Arc::clone(&state), std::future::pending()));
+    let (listener, echo) = bind();
+    rt.spawn(echo_credentials(listener, state));
+    (Servers { real, echo }, rt)
 }
 
+/// Serves every request with the real routes (`baton_demo::handle`), then puts on
+/// the answer the six headers a rotating answer carries: `access-token`, `client`
+/// and `uid` as the request sent them, `token-type`, an `expiry` of the same length,
+/// and `Cache-Control`. Nothing is authenticated: the difference between this and
+/// the real server is the authentication work alone, and the difference between
+/// this and the unauthenticated phase the protocol's bytes alone.
+async fn echo_credentials(listener: TcpListener, state: Arc<AppState>) {
+    use http::header::{HeaderName, HeaderValue, CACHE_CONTROL};
+    const ECHOED: [HeaderName; 3] = [
+        HeaderName::from_static("access-token"),
+        HeaderName::from_static("client"),
+        HeaderName::from_static("uid"),
+    ];
+    let http = baton_demo::http1_builder(&state.limits);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        let service = hyper::service::service_fn(move |req: http::Request<_>| {
+            let state = Arc::clone(&state);
+            async move {
+                let echoed = ECHOED.map(|name| req.headers().get(&name).cloned());
+                let mut reply = baton_demo::handle(&state, req).await;
+                let headers = reply.headers_mut();
+                for (name, value) in ECHOED.into_iter().zip(echoed) {
+                    if let Some(value) = value {
+                        headers.insert(name, value);
+                    }
+                }
+                headers.insert(
+                    HeaderName::from_static("token-type"),
+                    HeaderValue::from_static("Bearer"),
+                );
+                headers.insert(
+                    HeaderName::from_static("expiry"),
+                    HeaderValue::from_static("1700000000"),
+                );
+                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                Ok::<_, std::convert::Infallible>(reply)
+            }
+        });
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
+#[derive(Default)]
 struct Phase {
     requests: u64,
     elapsed: Duration,
@@ -129,82 +211,74 @@ impl Phase {
     }
 }
 
-async fn run(addr: SocketAddr, args: &Args) {
+async fn run(servers: Servers, args: &Args) {
     let mut conns = Vec::new();
     for i in 0..args.connections {
-        conns.push(Conn::sign_in(addr, &format!("load{i}@example.com")).await);
+        conns.push(Conn::sign_in(servers.real, &format!("load{i}@example.com")).await);
+    }
+    // The same clients, with their own connections to the echoing server.
+    let mut echo_conns = Vec::new();
+    for c in &conns {
+        echo_conns.push(c.same_client_on(servers.echo).await);
     }
     let secs = Duration::from_secs(args.seconds);
-    // A short unmeasured warm-up of both paths.
     let base_mode = if args.baseline_with_headers {
         Mode::BaselineWithHeaders
     } else {
         Mode::Baseline
     };
-    conns = phase(conns, base_mode, Duration::from_millis(500)).await.0;
-    conns = phase(conns, Mode::Rotating, Duration::from_millis(500))
-        .await
-        .0;
-    let empty = || Phase {
-        requests: 0,
-        elapsed: Duration::ZERO,
-        latencies_us: Vec::new(),
-        server: Sched::default(),
-        load: Sched::default(),
-    };
-    let (mut base, mut auth) = (empty(), empty());
-    let mut ratios = Vec::new();
-    let (run_base, run_auth) = match args.only.as_deref() {
-        Some("base") => (true, false),
-        Some("auth") => (false, true),
-        _ => (true, true),
-    };
-    for round in 0..args.rounds {
-        // Odd rounds run the phases in the other order, so that whatever the machine
-        // does over time (other processes, CPU frequency) weighs on both alike.
-        let order = if round % 2 == 0 {
-            [false, true]
+    let modes = [base_mode, Mode::SameBytes, Mode::Rotating];
+    let only = args.only.map(|o| o as usize);
+    // A short unmeasured warm-up of every path.
+    for mode in modes {
+        let set = if mode == Mode::SameBytes {
+            &mut echo_conns
         } else {
-            [true, false]
+            &mut conns
         };
-        let mut rps = [f64::NAN; 2];
-        for authenticated in order {
-            if (authenticated && !run_auth) || (!authenticated && !run_base) {
+        *set = phase(std::mem::take(set), mode, Duration::from_millis(500))
+            .await
+            .0;
+    }
+    let mut totals = modes.map(|_| Phase::default());
+    let mut round_rps = Vec::new();
+    for round in 0..args.rounds {
+        // Each round starts with the next phase, so that whatever the machine does
+        // over time (other processes, CPU frequency) weighs on every phase alike.
+        let mut rps = [f64::NAN; 3];
+        for k in 0..modes.len() {
+            let i = (round + k) % modes.len();
+            if only.is_some_and(|o| o != i) {
                 continue;
             }
-            let mode = if authenticated {
-                Mode::Rotating
+            let set = if modes[i] == Mode::SameBytes {
+                &mut echo_conns
             } else {
-                base_mode
+                &mut conns
             };
-            let (c, p) = phase(conns, mode, secs).await;
-            rps[usize::from(authenticated)] = p.rps();
-            if authenticated {
-                auth.absorb(p)
-            } else {
-                base.absorb(p)
-            }
-            conns = c;
+            let (c, p) = phase(std::mem::take(set), modes[i], secs).await;
+            *set = c;
+            rps[i] = p.rps();
+            totals[i].absorb(p);
         }
-        ratios.push(rps[1] / rps[0]);
+        round_rps.push(rps);
     }
-    ratios.sort_by(f64::total_cmp);
-    let median_ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
     println!(
         "baton-load: {} connections, {} round(s) of {} s per phase, server {} threads, load {} threads, 127.0.0.1",
         args.connections, args.rounds, args.seconds, args.server_threads, args.client_threads
     );
     println!("| endpoint | requests | requests/s | p50 ms | p99 ms | CPU µs/request: server | load generator | runs/request: server | load generator |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let base_name = if args.baseline_with_headers {
-        "GET /public/items (no auth; credential headers sent, ignored)"
-    } else {
-        "GET /public/items (no auth)"
-    };
-    for (name, p) in [
-        (base_name, &mut base),
-        ("GET /api/items (auth, rotating)", &mut auth),
-    ] {
+    let names = [
+        if args.baseline_with_headers {
+            "GET /public/items (no auth; credential headers sent, ignored)"
+        } else {
+            "GET /public/items (no auth)"
+        },
+        "GET /public/items, the rotating phase's bytes both ways (no auth, credentials echoed)",
+        "GET /api/items (auth, rotating)",
+    ];
+    for (name, p) in names.iter().zip(&mut totals) {
         let (p50, p99) = (p.percentile(0.50), p.percentile(0.99));
         println!(
             "| {name} | {} | {:.0} | {p50:.3} | {p99:.3} | {:.2} | {:.2} | {:.3} | {:.3} |",
@@ -216,19 +290,27 @@ async fn run(addr: SocketAddr, args: &Args) {
             p.runs_per_request(p.load),
         );
     }
-    println!(
-        "rotating / unauthenticated throughput: {:.1}% overall, {:.1}% median of {} rounds",
-        100.0 * auth.rps() / base.rps(),
-        100.0 * median_ratio,
-        ratios.len()
-    );
-    println!(
-        "unauthenticated / rotating server CPU per request: {:.1}%",
-        100.0 * base.cpu_us_per_request(base.server) / auth.cpu_us_per_request(auth.server)
-    );
+    let [base, bytes, auth] = &totals;
+    for (what, of, over, i, j) in [
+        ("rotating / unauthenticated", auth, base, 2, 0),
+        ("same bytes / unauthenticated", bytes, base, 1, 0),
+        ("rotating / same bytes", auth, bytes, 2, 1),
+    ] {
+        let mut ratios: Vec<f64> = round_rps.iter().map(|r| r[i] / r[j]).collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
+        println!(
+            "{what} throughput: {:.1}% overall, {:.1}% median of {} rounds ({:.1}-{:.1}%); server CPU per request, inverse: {:.1}%",
+            100.0 * of.rps() / over.rps(),
+            100.0 * median,
+            ratios.len(),
+            100.0 * ratios.first().copied().unwrap_or(f64::NAN),
+            100.0 * ratios.last().copied().unwrap_or(f64::NAN),
+            100.0 * over.cpu_us_per_request(over.server) / of.cpu_us_per_request(of.server),
+        );
+    }
 }
 
-/// Every connection requests for `length`; returns the connections for the next phase.
 /// What a phase requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -236,10 +318,15 @@ enum Mode {
     Baseline,
     /// `GET /public/items` with the credential headers, which it ignores.
     BaselineWithHeaders,
+    /// `GET /public/items` with the credential headers, on the echoing server, which
+    /// answers with the six headers a rotating answer carries but does no
+    /// authentication work: what the protocol's bytes alone cost.
+    SameBytes,
     /// `GET /api/items` with the credentials of the previous answer.
     Rotating,
 }
 
+/// Every connection requests for `length`; returns the connections for the next phase.
 async fn phase(conns: Vec<Conn>, mode: Mode, length: Duration) -> (Vec<Conn>, Phase) {
     let before = (Sched::of_threads("server"), Sched::of_threads("load"));
     let start = Instant::now();
@@ -364,6 +451,21 @@ impl Conn {
         c
     }
 
+    /// The same signed-in client, over a new connection to `addr`.
+    async fn same_client_on(&self, addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Conn {
+            stream,
+            buf: Vec::with_capacity(4096),
+            consumed: 0,
+            req: Vec::with_capacity(512),
+            uid: self.uid.clone(),
+            client: self.client.clone(),
+            token: self.token.clone(),
+        }
+    }
+
     async fn request(&mut self, mode: Mode) {
         let mut req = std::mem::take(&mut self.req);
         req.clear();
@@ -389,7 +491,9 @@ impl Conn {
             "{}",
             String::from_utf8_lossy(&self.buf[..head.len])
         );
-        if mode == Mode::Rotating {
+        // The echoing server answers with the token sent; reading it back costs the
+        // load generator what a rotating answer costs it.
+        if matches!(mode, Mode::Rotating | Mode::SameBytes) {
             let token = head.token.expect("a token");
             self.token.clear();
             self.token.extend_from_slice(&self.buf[token]);
@@ -478,7 +582,52 @@ fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
 
 #[cfg(test)]
 mod tests {
-    use super::Head;
+    use super::*;
+
+    /// The headers of the response `conn` read last, as (name, value length), sorted,
+    /// and its body.
+    fn shape(conn: &Conn) -> (Vec<(String, usize)>, Vec<u8>) {
+        let response = &conn.buf[..conn.consumed];
+        let head = Head::parse(response).expect("a whole response");
+        let text = String::from_utf8_lossy(&response[..head.len]).into_owned();
+        let mut headers: Vec<(String, usize)> = text
+            .split("\r\n")
+            .skip(1)
+            .filter_map(|line| line.split_once(": "))
+            .map(|(name, value)| (name.to_owned(), value.len()))
+            .collect();
+        headers.sort();
+        (headers, response[head.len..].to_vec())
+    }
+
+    #[test]
+    fn the_echoing_server_answers_with_the_rotating_answers_bytes() {
+        let args = Args::parse_from(["baton-load", "--connections", "1"]);
+        let (servers, server_rt) = start_servers(&args);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let mut real = Conn::sign_in(servers.real, "load0@example.com").await;
+            let mut echo = real.same_client_on(servers.echo).await;
+            real.request(Mode::Rotating).await;
+            let sent = real.token.clone();
+            let echo_sent = echo.token.clone();
+            echo.request(Mode::SameBytes).await;
+            assert_eq!(
+                echo.token, echo_sent,
+                "the echo answers with the token it was sent"
+            );
+            assert_ne!(real.token, b"", "the rotating answer carries a token");
+            let (real_headers, real_body) = shape(&real);
+            let (echo_headers, echo_body) = shape(&echo);
+            assert_eq!(echo_headers, real_headers);
+            assert_eq!(echo_body, real_body);
+            // The echo server authenticated nothing: the real one still accepts the
+            // token it handed out, and rotates again.
+            real.request(Mode::Rotating).await;
+            assert_ne!(real.token, sent);
+        });
+        drop(server_rt);
+    }
 
     #[test]
     fn a_head_is_read_once_it_is_whole() {
