@@ -213,13 +213,15 @@ fn checked<'h>(value: &'h HeaderValue, field: &Field) -> Result<Option<&'h str>,
         return Err(CredentialError::TooLong { field: field.label });
     }
     // Visible ASCII, as real tokens, client ids and most uids are, is checked in one
-    // short loop; anything else goes through the full UTF-8 check.
+    // short loop, and its only blanks are spaces and tabs, which `trim_ascii` drops as
+    // `trim` would without decoding characters; anything else goes through the full
+    // UTF-8 check and `trim`.
     let text = match value.to_str() {
-        Ok(text) => text,
+        Ok(text) => text.trim_ascii(),
         Err(_) => std::str::from_utf8(value.as_bytes())
-            .map_err(|_| CredentialError::Malformed { field: field.label })?,
+            .map_err(|_| CredentialError::Malformed { field: field.label })?
+            .trim(),
     };
-    let text = text.trim();
     Ok((!text.is_empty()).then_some(text))
 }
 

@@ -79,15 +79,21 @@ impl AuthHeaders {
     ) -> Option<AuthHeaders> {
         let reuse = |sent: Option<&HeaderValue>, value: &str| match sent {
             Some(sent) if sent.as_bytes() == value.as_bytes() => Some(sent.clone()),
-            _ => Scratch::value(value.as_bytes()),
+            _ => {
+                let [copy] = Scratch::copy([value.as_bytes()]);
+                value_of(copy)
+            }
         };
-        let mut token = Scratch::value(c.token().as_str().as_bytes())?;
-        token.set_sensitive(true);
         let mut digits = [0u8; 20];
+        // The two values made anew on every request, copied together.
+        let [token, expiry] =
+            Scratch::copy([c.token().as_bytes(), decimal(c.expiry(), &mut digits)]);
+        let mut token = value_of(token)?;
+        token.set_sensitive(true);
         Some(AuthHeaders {
             token,
             client: reuse(client_header, c.client().as_str())?,
-            expiry: Scratch::value(decimal(c.expiry(), &mut digits))?,
+            expiry: value_of(expiry)?,
             uid: reuse(uid_header, c.uid())?,
         })
     }
@@ -131,22 +137,31 @@ thread_local! {
 }
 
 impl Scratch {
-    /// `bytes` as a header value; `None` if they cannot be one.
-    fn value(bytes: &[u8]) -> Option<HeaderValue> {
+    /// `parts` copied one after another into this thread's block, and cut from it
+    /// each as `Bytes` of its own.
+    fn copy<const N: usize>(parts: [&[u8]; N]) -> [Bytes; N] {
         SCRATCH
             .try_with(|cell| {
                 let mut block = cell.take();
-                if block.capacity() < bytes.len() {
-                    block.reserve(SCRATCH_BLOCK.max(bytes.len()));
+                let len = parts.iter().map(|p| p.len()).sum();
+                if block.capacity() < len {
+                    block.reserve(SCRATCH_BLOCK.max(len));
                 }
-                block.extend_from_slice(bytes);
-                let value = block.split().freeze();
+                for part in parts {
+                    block.extend_from_slice(part);
+                }
+                let cut = parts.map(|part| block.split_to(part.len()).freeze());
                 cell.set(block);
-                HeaderValue::from_maybe_shared(value).ok()
+                cut
             })
-            // The thread is exiting and its block is gone: a value of its own.
-            .unwrap_or_else(|_| HeaderValue::from_bytes(bytes).ok())
+            // The thread is exiting and its block is gone: an allocation each.
+            .unwrap_or_else(|_| parts.map(Bytes::copy_from_slice))
     }
+}
+
+/// `bytes` as a header value; `None` if they cannot be one.
+fn value_of(bytes: Bytes) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes).ok()
 }
 
 #[cfg(test)]
@@ -166,18 +181,24 @@ mod tests {
         let mut kept = Vec::new();
         for i in 0..4 * SCRATCH_BLOCK {
             let text = format!("value-{i}");
-            let value = Scratch::value(text.as_bytes()).unwrap();
+            let [copy] = Scratch::copy([text.as_bytes()]);
+            let value = value_of(copy).unwrap();
             // Keep some alive, so that blocks are both reused in place and left behind.
             if i % 97 == 0 {
                 kept.push((text, value));
             }
         }
         let long = vec![b'x'; 3 * SCRATCH_BLOCK];
-        assert_eq!(Scratch::value(&long).unwrap().as_bytes(), &long[..]);
+        let [short, long_copy, empty] = Scratch::copy([b"ab", &long, b""]);
+        assert_eq!(
+            (&short[..], &long_copy[..], &empty[..]),
+            (&b"ab"[..], &long[..], &b""[..])
+        );
         for (text, value) in &kept {
             assert_eq!(value.as_bytes(), text.as_bytes());
         }
-        assert!(Scratch::value(b"no\nnewlines").is_none());
+        let [bad] = Scratch::copy([b"no\nnewlines"]);
+        assert!(value_of(bad).is_none());
     }
 
     fn on_response(headers: AuthHeaders) -> HeaderMap {

@@ -45,6 +45,10 @@ struct Args {
     /// there), to separate the cost of parsing them from the cost of acting on them.
     #[arg(long)]
     baseline_with_headers: bool,
+    /// Length of the unmeasured warm-up of each phase, in milliseconds (0 when
+    /// profiling, so that a profile holds the measured phase alone).
+    #[arg(long, default_value_t = 500)]
+    warmup_ms: u64,
     /// Run only one phase, for profiling (the warm-up still runs every phase).
     #[arg(long, value_enum)]
     only: Option<Only>,
@@ -236,9 +240,13 @@ async fn run(servers: Servers, args: &Args) {
         } else {
             &mut conns
         };
-        *set = phase(std::mem::take(set), mode, Duration::from_millis(500))
-            .await
-            .0;
+        *set = phase(
+            std::mem::take(set),
+            mode,
+            Duration::from_millis(args.warmup_ms),
+        )
+        .await
+        .0;
     }
     let mut totals = modes.map(|_| Phase::default());
     let mut round_rps = Vec::new();
