@@ -3,7 +3,9 @@
 //!
 //! The binary (`src/main.rs`) parses flags with [`Cli`] and calls [`serve`]; tests
 //! build an [`AppState`] around a store of their own (one on [`baton::ManualClock`]
-//! to move time by hand) and serve it on port 0.
+//! to move time by hand) and serve it on port 0. [`handle`] answers one request and
+//! [`http1_builder`] holds the connection settings, for servers that wrap the routes
+//! (the load test's echoing server, `src/bin/baton-load.rs`, does).
 //!
 //! # Stores
 //! The server is generic over [`baton::Backend`]. `--store memory` (the default) keeps
