@@ -4,8 +4,8 @@
 //! The binary (`src/main.rs`) parses flags with [`Cli`] and calls [`serve`]; tests
 //! build an [`AppState`] around a store of their own (one on [`baton::ManualClock`]
 //! to move time by hand) and serve it on port 0. [`handle`] answers one request and
-//! [`http1_builder`] holds the connection settings, for servers that wrap the routes
-//! (the load test's echoing server, `src/bin/baton-load.rs`, does).
+//! [`serve_with`] serves a wrapper of it, for servers that wrap the routes (the load
+//! test's echoing server, `src/bin/baton-load.rs`, does).
 //!
 //! # Stores
 //! The server is generic over [`baton::Backend`]. `--store memory` (the default) keeps
@@ -55,5 +55,6 @@ pub mod users;
 
 pub use app::{AppState, Limits};
 pub use cli::Cli;
+pub use reply::{ACCESS_TOKEN, CLIENT, EXPIRY, TOKEN_TYPE, UID};
 pub use routes::handle;
-pub use server::{http1_builder, serve};
+pub use server::{serve, serve_with};

@@ -7,34 +7,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton::Backend;
+use http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::app::{AppState, Limits};
+use crate::app::AppState;
+use crate::reply::Reply;
 use crate::routes;
 
 /// hyper's read buffer, which bounds a request head before the server sees it. It is
-/// larger than [`Limits::max_header_bytes`] so that most oversized
+/// larger than [`Limits::max_header_bytes`](crate::Limits) so that most oversized
 /// heads reach the server's own check and get its JSON 431; a head past this gets
 /// hyper's bare 431.
 const READ_BUFFER: usize = 64 * 1024;
 
-/// The HTTP/1 settings every connection is served with: keep-alive, hyper's read
-/// buffer, and the time limit on a request head.
-pub fn http1_builder(limits: &Limits) -> http1::Builder {
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(READ_BUFFER)
-        .keep_alive(true);
-    http
-}
-
 /// Serves `listener` until `shutdown` completes, then stops accepting, lets every
-/// in-flight request finish (up to [`Limits::shutdown_grace`]), and
+/// in-flight request finish (up to [`Limits::shutdown_grace`](crate::Limits)), and
 /// returns. Also sweeps expired sessions every `state.sweep_interval`, when the store
 /// needs it (`state.sweep`).
 pub async fn serve<B: Backend + 'static>(
@@ -42,11 +34,42 @@ pub async fn serve<B: Backend + 'static>(
     state: Arc<AppState<B>>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let http = http1_builder(&state.limits);
-    let graceful = GracefulShutdown::new();
     let sweeper = state
         .sweep
         .map(|sweep_once| tokio::spawn(sweep(Arc::clone(&state), sweep_once)));
+    let shutdown = async {
+        shutdown.await;
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
+        }
+    };
+    serve_with(listener, state, shutdown, |state, req| async move {
+        routes::handle(&state, req).await
+    })
+    .await
+}
+
+/// [`serve`] with `handler` answering each request instead of [`handle`](crate::handle),
+/// and no sweep: the connection settings, accept loop and graceful shutdown of the
+/// server, for servers that wrap its routes (the load test's echoing server,
+/// `src/bin/baton-load.rs`, does).
+pub async fn serve_with<B, H, F>(
+    listener: TcpListener,
+    state: Arc<AppState<B>>,
+    shutdown: impl Future<Output = ()>,
+    handler: H,
+) -> io::Result<()>
+where
+    B: Backend + 'static,
+    H: Fn(Arc<AppState<B>>, Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Reply> + Send + 'static,
+{
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.limits.header_read_timeout)
+        .max_buf_size(READ_BUFFER)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -64,10 +87,10 @@ pub async fn serve<B: Backend + 'static>(
         };
         // Small responses: send each at once instead of waiting for more to coalesce.
         let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
+        let (state, handler) = (Arc::clone(&state), handler.clone());
         let service = service_fn(move |req| {
-            let state = Arc::clone(&state);
-            async move { Ok::<_, Infallible>(routes::handle(&state, req).await) }
+            let answer = handler(Arc::clone(&state), req);
+            async move { Ok::<_, Infallible>(answer.await) }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -78,9 +101,6 @@ pub async fn serve<B: Backend + 'static>(
     }
 
     drop(listener);
-    if let Some(sweeper) = sweeper {
-        sweeper.abort();
-    }
     log::info!("shutting down: waiting for in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => log::info!("all connections closed"),

@@ -125,55 +125,36 @@ fn start_servers(args: &Args) -> (Servers, tokio::runtime::Runtime) {
     (Servers { real, echo }, rt)
 }
 
-/// Serves every request with the real routes (`baton_demo::handle`), then puts on
-/// the answer the six headers a rotating answer carries: `access-token`, `client`
-/// and `uid` as the request sent them, `token-type`, an `expiry` of the same length,
-/// and `Cache-Control`. Nothing is authenticated: the difference between this and
-/// the real server is the authentication work alone, and the difference between
-/// this and the unauthenticated phase the protocol's bytes alone.
+/// Serves every request with the real routes and connection settings
+/// (`baton_demo::serve_with` around `baton_demo::handle`), then puts on the answer
+/// the six headers a rotating answer carries: `access-token`, `client` and `uid` as
+/// the request sent them, `token-type`, an `expiry` of the same length, and
+/// `Cache-Control`. Nothing is authenticated: the difference between this and the
+/// real server is the authentication work alone, and the difference between this and
+/// the unauthenticated phase the protocol's bytes alone.
 async fn echo_credentials(listener: TcpListener, state: Arc<AppState>) {
-    use http::header::{HeaderName, HeaderValue, CACHE_CONTROL};
-    const ECHOED: [HeaderName; 3] = [
-        HeaderName::from_static("access-token"),
-        HeaderName::from_static("client"),
-        HeaderName::from_static("uid"),
-    ];
-    let http = baton_demo::http1_builder(&state.limits);
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            // Out of file descriptors and the like: back off, as the real server does.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        let service = hyper::service::service_fn(move |req: http::Request<_>| {
-            let state = Arc::clone(&state);
-            async move {
-                let echoed = ECHOED.map(|name| req.headers().get(&name).cloned());
-                let mut reply = baton_demo::handle(&state, req).await;
-                let headers = reply.headers_mut();
-                for (name, value) in ECHOED.into_iter().zip(echoed) {
-                    if let Some(value) = value {
-                        headers.insert(name, value);
-                    }
-                }
-                headers.insert(
-                    HeaderName::from_static("token-type"),
-                    HeaderValue::from_static("Bearer"),
-                );
-                headers.insert(
-                    HeaderName::from_static("expiry"),
-                    HeaderValue::from_static("1700000000"),
-                );
-                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                Ok::<_, std::convert::Infallible>(reply)
+    use baton_demo::{ACCESS_TOKEN, CLIENT, EXPIRY, TOKEN_TYPE, UID};
+    use http::header::{HeaderValue, CACHE_CONTROL};
+    let echo = |state: Arc<AppState>, req: http::Request<hyper::body::Incoming>| async move {
+        let echoed = [ACCESS_TOKEN, CLIENT, UID].map(|name| {
+            let value = req.headers().get(&name).cloned();
+            (name, value)
+        });
+        let mut reply = baton_demo::handle(&state, req).await;
+        let headers = reply.headers_mut();
+        for (name, value) in echoed {
+            if let Some(value) = value {
+                headers.insert(name, value);
             }
-        });
-        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        }
+        headers.insert(TOKEN_TYPE, HeaderValue::from_static("Bearer"));
+        headers.insert(EXPIRY, HeaderValue::from_static("1700000000"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        reply
+    };
+    let served = baton_demo::serve_with(listener, state, std::future::pending(), echo).await;
+    if let Err(e) = served {
+        eprintln!("baton-load: the echoing server stopped: {e}");
     }
 }
 
@@ -632,7 +613,8 @@ mod tests {
             let (echo_headers, echo_body) = shape(&echo);
             assert_eq!(echo_headers, real_headers);
             assert_eq!(echo_body, real_body);
-            // The echo server authenticated nothing: the real one still accepts the
+            // The echo answered with the token it was sent, not a successor (checked
+            // above), so it authenticated nothing; the real server still accepts the
             // token it handed out, and rotates again.
             real.request(Mode::Rotating).await;
             assert_ne!(real.token, sent);
