@@ -218,11 +218,7 @@ async fn run(servers: Servers, args: &Args) {
     let only = args.only.map(|o| o as usize);
     // A short unmeasured warm-up of every path.
     for mode in modes {
-        let set = if mode == Mode::SameBytes {
-            &mut echo_conns
-        } else {
-            &mut conns
-        };
+        let set = connections_for(mode, &mut conns, &mut echo_conns);
         *set = phase(
             std::mem::take(set),
             mode,
@@ -242,11 +238,7 @@ async fn run(servers: Servers, args: &Args) {
             if only.is_some_and(|o| o != i) {
                 continue;
             }
-            let set = if modes[i] == Mode::SameBytes {
-                &mut echo_conns
-            } else {
-                &mut conns
-            };
+            let set = connections_for(modes[i], &mut conns, &mut echo_conns);
             let (c, p) = phase(std::mem::take(set), modes[i], secs).await;
             *set = c;
             rps[i] = p.rps();
@@ -300,6 +292,20 @@ async fn run(servers: Servers, args: &Args) {
             short[i],
             100.0 * over.cpu_us_per_request(over.server) / of.cpu_us_per_request(of.server),
         );
+    }
+}
+
+/// The connections a phase runs on: the echoing server's for [`Mode::SameBytes`],
+/// the real server's otherwise.
+fn connections_for<'c>(
+    mode: Mode,
+    real: &'c mut Vec<Conn>,
+    echo: &'c mut Vec<Conn>,
+) -> &'c mut Vec<Conn> {
+    if mode == Mode::SameBytes {
+        echo
+    } else {
+        real
     }
 }
 
