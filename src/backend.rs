@@ -3,13 +3,17 @@
 //! runs the same decision table inside Redis so that several nodes share sessions.
 //!
 //! The methods are `async` so that a networked backend can wait for its server; the
-//! embedded store answers before the future is first polled. Code written against
-//! [`Backend`] (an HTTP layer, say) is generic over it, and a binary picks one at start:
+//! embedded store answers before the future is first polled, and says so through
+//! [`Backend::authenticate_now`] and [`Backend::revoke_now`], which let a caller such as
+//! the HTTP layer skip building a future at all. Code written against [`Backend`] is
+//! generic over it; a binary that picks its backend at start can hold an
+//! `Arc<dyn DynBackend>` instead, which is a [`Backend`] too, and compile its server once:
 //!
 //! ```
-//! use baton::{Backend, BackendError, Rejection};
+//! use std::sync::Arc;
+//! use baton::{Backend, BackendError, DynBackend, Store};
 //!
-//! async fn check<B: Backend>(store: &B, uid: &str, client: &str, token: &str) -> u16 {
+//! async fn check<B: Backend + ?Sized>(store: &B, uid: &str, client: &str, token: &str) -> u16 {
 //!     match store.authenticate(uid, client, token).await {
 //!         Ok(_next) => 200,                            // send `_next`'s five headers
 //!         Err(BackendError::Refused(_why)) => 401,     // log `_why.reason()`
@@ -17,10 +21,19 @@
 //!         Err(_) => 503,
 //!     }
 //! }
+//!
+//! let picked: Arc<dyn DynBackend> = Arc::new(Store::new()); // or a RedisStore
+//! let _ = check(&*picked, "a@example.com", "client", "token"); // one `check` for both
 //! ```
+//!
+//! Results borrow only the `uid` they were asked about (the [`Credentials`] repeat it);
+//! the client id and token are only read, so a caller may drop them once the future is
+//! done.
 
 use std::fmt;
 use std::future::{ready, Future};
+use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::credentials::{Authenticated, Credentials, SessionInfo};
@@ -41,9 +54,9 @@ pub struct Unavailable {
 }
 
 impl Unavailable {
-    // Only for the optional backends; the embedded store is never unavailable.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn new(detail: impl Into<String>) -> Self {
+    /// An outage described by `detail` (for logs: never put a token in it). For
+    /// backends outside this crate, and tests of code that handles outages.
+    pub fn new(detail: impl Into<String>) -> Self {
         Unavailable {
             detail: detail.into(),
         }
@@ -65,6 +78,9 @@ impl std::error::Error for Unavailable {}
 
 /// Why a [`Backend`] call did not succeed: the store answered and refused (`E` is the
 /// embedded store's own error for that call), or it could not answer at all.
+///
+/// It only wraps, so it is transparent: `Display` and `source()` are the wrapped
+/// error's own, and an error-chain printer says each cause once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BackendError<E> {
@@ -86,8 +102,8 @@ impl<E: fmt::Display> fmt::Display for BackendError<E> {
 impl<E: std::error::Error + 'static> std::error::Error for BackendError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            BackendError::Refused(e) => Some(e),
-            BackendError::Unavailable(u) => Some(u),
+            BackendError::Refused(e) => e.source(),
+            BackendError::Unavailable(u) => u.source(),
         }
     }
 }
@@ -98,50 +114,79 @@ impl<E> From<Unavailable> for BackendError<E> {
     }
 }
 
+/// What [`Backend::authenticate`] answers.
+pub type AuthResult<'u> = Result<Authenticated<'u>, BackendError<Rejection>>;
+
 /// The operations of SPEC §2, with the same answers on every backend.
 ///
-/// Results borrow only the caller's `uid`, never the store. Every future is `Send`, so
-/// it can run on a multi-threaded runtime. See each method's namesake on [`Store`] for
-/// what it answers.
+/// Results borrow only the caller's `uid`, never the store, the client id or the
+/// token. Every future is `Send`, so it can run on a multi-threaded runtime. See each
+/// method's namesake on [`Store`] for what it answers. Implemented for `Arc<B>` and for
+/// `dyn DynBackend`, so a layer can share one backend and a binary can pick one at start.
 pub trait Backend: Send + Sync {
     /// Signs `uid` in on a new device ([`Store::issue`]).
-    fn issue<'a>(
-        &'a self,
-        uid: &'a str,
-    ) -> impl Future<Output = Result<Credentials<'a>, BackendError<InputError>>> + Send + 'a;
+    fn issue<'u>(
+        &self,
+        uid: &'u str,
+    ) -> impl Future<Output = Result<Credentials<'u>, BackendError<InputError>>> + Send;
 
     /// Checks a credential and rotates as the decision table says
     /// ([`Store::authenticate`]).
-    fn authenticate<'a>(
-        &'a self,
-        uid: &'a str,
-        client: &'a str,
-        token: &'a str,
-    ) -> impl Future<Output = Result<Authenticated<'a>, BackendError<Rejection>>> + Send + 'a;
+    fn authenticate<'u>(
+        &self,
+        uid: &'u str,
+        client: &str,
+        token: &str,
+    ) -> impl Future<Output = AuthResult<'u>> + Send;
+
+    /// [`authenticate`](Self::authenticate)'s answer if the backend has it without
+    /// waiting, and then the very same answer and state change; `None` (the default)
+    /// if the caller must await `authenticate` instead, which has then not run.
+    fn authenticate_now<'u>(
+        &self,
+        uid: &'u str,
+        client: &str,
+        token: &str,
+    ) -> Option<AuthResult<'u>> {
+        let _ = (uid, client, token);
+        None
+    }
 
     /// Ends one session; whether it was live ([`Store::revoke`]).
-    fn revoke<'a>(
-        &'a self,
-        uid: &'a str,
-        client: &'a str,
-    ) -> impl Future<Output = Result<bool, BackendError<InputError>>> + Send + 'a;
+    fn revoke(
+        &self,
+        uid: &str,
+        client: &str,
+    ) -> impl Future<Output = Result<bool, BackendError<InputError>>> + Send;
+
+    /// [`revoke`](Self::revoke) without waiting, as
+    /// [`authenticate_now`](Self::authenticate_now) is to `authenticate`.
+    fn revoke_now(&self, uid: &str, client: &str) -> Option<Result<bool, BackendError<InputError>>> {
+        let _ = (uid, client);
+        None
+    }
 
     /// Ends every session of `uid`; how many were live ([`Store::revoke_user`]).
-    fn revoke_user<'a>(
-        &'a self,
-        uid: &'a str,
-    ) -> impl Future<Output = Result<usize, BackendError<InputError>>> + Send + 'a;
+    fn revoke_user(
+        &self,
+        uid: &str,
+    ) -> impl Future<Output = Result<usize, BackendError<InputError>>> + Send;
 
     /// The live sessions of `uid`, in sign-in order ([`Store::sessions`]).
-    fn sessions<'a>(
-        &'a self,
-        uid: &'a str,
-    ) -> impl Future<Output = Result<Vec<SessionInfo>, BackendError<InputError>>> + Send + 'a;
+    fn sessions(
+        &self,
+        uid: &str,
+    ) -> impl Future<Output = Result<Vec<SessionInfo>, BackendError<InputError>>> + Send;
 
     /// Sessions held, all users. The embedded store sums its counters ([`Store::len`]:
     /// expired sessions count until swept); Redis walks every user and counts only
     /// live ones, so keep it to admin pages and slow metrics.
-    fn live(&self) -> impl Future<Output = Result<u64, Unavailable>> + Send + '_;
+    fn live(&self) -> impl Future<Output = Result<u64, Unavailable>> + Send;
+
+    /// Reclaims expired sessions now; how many ([`Store::sweep`]). Call it every few
+    /// seconds or minutes. A backend that expires sessions by itself (Redis keys carry
+    /// their TTL) does nothing and answers 0.
+    fn sweep(&self) -> usize;
 
     /// This process's counters of answers given. On a shared backend each node counts
     /// only its own calls, and [`Stats::live`] is 0 there: use [`live`](Self::live).
@@ -154,47 +199,320 @@ pub trait Backend: Send + Sync {
     fn max_clients_per_user(&self) -> usize;
 }
 
-impl<C: Clock> Backend for Store<C> {
-    fn issue<'a>(
+/// A boxed future, as [`DynBackend`]'s methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// [`Backend`] as an object-safe trait, implemented for every `Backend`: hold an
+/// `Arc<dyn DynBackend>` (itself a [`Backend`]) to choose the backend at run time.
+///
+/// What it costs: one indirect call per operation, and a boxed future only where the
+/// backend must wait. The embedded store answers through
+/// [`authenticate_now`](Backend::authenticate_now) and boxes nothing. Call it through
+/// [`Backend`]; the methods here carry a `_dyn` suffix so that both traits can be in
+/// scope without ambiguity.
+pub trait DynBackend: Send + Sync {
+    /// [`Backend::issue`].
+    fn issue_dyn<'a, 'u: 'a>(
+        &'a self,
+        uid: &'u str,
+    ) -> BoxFuture<'a, Result<Credentials<'u>, BackendError<InputError>>>;
+    /// [`Backend::authenticate`].
+    fn authenticate_dyn<'a, 'u: 'a>(
+        &'a self,
+        uid: &'u str,
+        client: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, AuthResult<'u>>;
+    /// [`Backend::authenticate_now`].
+    fn authenticate_now_dyn<'u>(
+        &self,
+        uid: &'u str,
+        client: &str,
+        token: &str,
+    ) -> Option<AuthResult<'u>>;
+    /// [`Backend::revoke`].
+    fn revoke_dyn<'a>(
         &'a self,
         uid: &'a str,
-    ) -> impl Future<Output = Result<Credentials<'a>, BackendError<InputError>>> + Send + 'a {
+        client: &'a str,
+    ) -> BoxFuture<'a, Result<bool, BackendError<InputError>>>;
+    /// [`Backend::revoke_now`].
+    fn revoke_now_dyn(&self, uid: &str, client: &str)
+        -> Option<Result<bool, BackendError<InputError>>>;
+    /// [`Backend::revoke_user`].
+    fn revoke_user_dyn<'a>(
+        &'a self,
+        uid: &'a str,
+    ) -> BoxFuture<'a, Result<usize, BackendError<InputError>>>;
+    /// [`Backend::sessions`].
+    fn sessions_dyn<'a>(
+        &'a self,
+        uid: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SessionInfo>, BackendError<InputError>>>;
+    /// [`Backend::live`].
+    fn live_dyn(&self) -> BoxFuture<'_, Result<u64, Unavailable>>;
+    /// [`Backend::sweep`].
+    fn sweep_dyn(&self) -> usize;
+    /// [`Backend::stats`].
+    fn stats_dyn(&self) -> Stats;
+    /// [`Backend::policy`].
+    fn policy_dyn(&self) -> &Policy;
+    /// [`Backend::max_clients_per_user`].
+    fn max_clients_per_user_dyn(&self) -> usize;
+}
+
+impl<B: Backend> DynBackend for B {
+    fn issue_dyn<'a, 'u: 'a>(
+        &'a self,
+        uid: &'u str,
+    ) -> BoxFuture<'a, Result<Credentials<'u>, BackendError<InputError>>> {
+        Box::pin(self.issue(uid))
+    }
+    fn authenticate_dyn<'a, 'u: 'a>(
+        &'a self,
+        uid: &'u str,
+        client: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, AuthResult<'u>> {
+        Box::pin(self.authenticate(uid, client, token))
+    }
+    fn authenticate_now_dyn<'u>(
+        &self,
+        uid: &'u str,
+        client: &str,
+        token: &str,
+    ) -> Option<AuthResult<'u>> {
+        self.authenticate_now(uid, client, token)
+    }
+    fn revoke_dyn<'a>(
+        &'a self,
+        uid: &'a str,
+        client: &'a str,
+    ) -> BoxFuture<'a, Result<bool, BackendError<InputError>>> {
+        Box::pin(self.revoke(uid, client))
+    }
+    fn revoke_now_dyn(
+        &self,
+        uid: &str,
+        client: &str,
+    ) -> Option<Result<bool, BackendError<InputError>>> {
+        self.revoke_now(uid, client)
+    }
+    fn revoke_user_dyn<'a>(
+        &'a self,
+        uid: &'a str,
+    ) -> BoxFuture<'a, Result<usize, BackendError<InputError>>> {
+        Box::pin(self.revoke_user(uid))
+    }
+    fn sessions_dyn<'a>(
+        &'a self,
+        uid: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SessionInfo>, BackendError<InputError>>> {
+        Box::pin(self.sessions(uid))
+    }
+    fn live_dyn(&self) -> BoxFuture<'_, Result<u64, Unavailable>> {
+        Box::pin(self.live())
+    }
+    fn sweep_dyn(&self) -> usize {
+        self.sweep()
+    }
+    fn stats_dyn(&self) -> Stats {
+        self.stats()
+    }
+    fn policy_dyn(&self) -> &Policy {
+        self.policy()
+    }
+    fn max_clients_per_user_dyn(&self) -> usize {
+        self.max_clients_per_user()
+    }
+}
+
+// For every lifetime of the object, so that `dyn DynBackend + '_` borrowed from an
+// `Arc` is a backend too. Each future is an `async` block around the boxed one: its
+// type may name the caller's lifetimes one by one, where the box's cannot.
+impl<'d> Backend for dyn DynBackend + 'd {
+    fn issue<'u>(
+        &self,
+        uid: &'u str,
+    ) -> impl Future<Output = Result<Credentials<'u>, BackendError<InputError>>> + Send {
+        async move { self.issue_dyn(uid).await }
+    }
+    fn authenticate<'u>(
+        &self,
+        uid: &'u str,
+        client: &str,
+        token: &str,
+    ) -> impl Future<Output = AuthResult<'u>> + Send {
+        async move { self.authenticate_dyn(uid, client, token).await }
+    }
+    fn authenticate_now<'u>(
+        &self,
+        uid: &'u str,
+        client: &str,
+        token: &str,
+    ) -> Option<AuthResult<'u>> {
+        self.authenticate_now_dyn(uid, client, token)
+    }
+    fn revoke(
+        &self,
+        uid: &str,
+        client: &str,
+    ) -> impl Future<Output = Result<bool, BackendError<InputError>>> + Send {
+        async move { self.revoke_dyn(uid, client).await }
+    }
+    fn revoke_now(&self, uid: &str, client: &str) -> Option<Result<bool, BackendError<InputError>>> {
+        self.revoke_now_dyn(uid, client)
+    }
+    fn revoke_user(
+        &self,
+        uid: &str,
+    ) -> impl Future<Output = Result<usize, BackendError<InputError>>> + Send {
+        async move { self.revoke_user_dyn(uid).await }
+    }
+    fn sessions(
+        &self,
+        uid: &str,
+    ) -> impl Future<Output = Result<Vec<SessionInfo>, BackendError<InputError>>> + Send {
+        async move { self.sessions_dyn(uid).await }
+    }
+    fn live(&self) -> impl Future<Output = Result<u64, Unavailable>> + Send {
+        self.live_dyn()
+    }
+    fn sweep(&self) -> usize {
+        self.sweep_dyn()
+    }
+    fn stats(&self) -> Stats {
+        self.stats_dyn()
+    }
+    fn policy(&self) -> &Policy {
+        self.policy_dyn()
+    }
+    fn max_clients_per_user(&self) -> usize {
+        self.max_clients_per_user_dyn()
+    }
+}
+
+impl<B: Backend + ?Sized> Backend for Arc<B> {
+    fn issue<'u>(
+        &self,
+        uid: &'u str,
+    ) -> impl Future<Output = Result<Credentials<'u>, BackendError<InputError>>> + Send {
+        (**self).issue(uid)
+    }
+    fn authenticate<'u>(
+        &self,
+        uid: &'u str,
+        client: &str,
+        token: &str,
+    ) -> impl Future<Output = AuthResult<'u>> + Send {
+        (**self).authenticate(uid, client, token)
+    }
+    fn authenticate_now<'u>(
+        &self,
+        uid: &'u str,
+        client: &str,
+        token: &str,
+    ) -> Option<AuthResult<'u>> {
+        (**self).authenticate_now(uid, client, token)
+    }
+    fn revoke(
+        &self,
+        uid: &str,
+        client: &str,
+    ) -> impl Future<Output = Result<bool, BackendError<InputError>>> + Send {
+        (**self).revoke(uid, client)
+    }
+    fn revoke_now(&self, uid: &str, client: &str) -> Option<Result<bool, BackendError<InputError>>> {
+        (**self).revoke_now(uid, client)
+    }
+    fn revoke_user(
+        &self,
+        uid: &str,
+    ) -> impl Future<Output = Result<usize, BackendError<InputError>>> + Send {
+        (**self).revoke_user(uid)
+    }
+    fn sessions(
+        &self,
+        uid: &str,
+    ) -> impl Future<Output = Result<Vec<SessionInfo>, BackendError<InputError>>> + Send {
+        (**self).sessions(uid)
+    }
+    fn live(&self) -> impl Future<Output = Result<u64, Unavailable>> + Send {
+        (**self).live()
+    }
+    fn sweep(&self) -> usize {
+        (**self).sweep()
+    }
+    fn stats(&self) -> Stats {
+        (**self).stats()
+    }
+    fn policy(&self) -> &Policy {
+        (**self).policy()
+    }
+    fn max_clients_per_user(&self) -> usize {
+        (**self).max_clients_per_user()
+    }
+}
+
+impl<C: Clock> Backend for Store<C> {
+    fn issue<'u>(
+        &self,
+        uid: &'u str,
+    ) -> impl Future<Output = Result<Credentials<'u>, BackendError<InputError>>> + Send {
         ready(Store::issue(self, uid).map_err(BackendError::Refused))
     }
 
-    fn authenticate<'a>(
-        &'a self,
-        uid: &'a str,
-        client: &'a str,
-        token: &'a str,
-    ) -> impl Future<Output = Result<Authenticated<'a>, BackendError<Rejection>>> + Send + 'a {
+    fn authenticate<'u>(
+        &self,
+        uid: &'u str,
+        client: &str,
+        token: &str,
+    ) -> impl Future<Output = AuthResult<'u>> + Send {
         ready(Store::authenticate(self, uid, client, token).map_err(BackendError::Refused))
     }
 
-    fn revoke<'a>(
-        &'a self,
-        uid: &'a str,
-        client: &'a str,
-    ) -> impl Future<Output = Result<bool, BackendError<InputError>>> + Send + 'a {
+    #[inline]
+    fn authenticate_now<'u>(
+        &self,
+        uid: &'u str,
+        client: &str,
+        token: &str,
+    ) -> Option<AuthResult<'u>> {
+        Some(Store::authenticate(self, uid, client, token).map_err(BackendError::Refused))
+    }
+
+    fn revoke(
+        &self,
+        uid: &str,
+        client: &str,
+    ) -> impl Future<Output = Result<bool, BackendError<InputError>>> + Send {
         ready(Store::revoke(self, uid, client).map_err(BackendError::Refused))
     }
 
-    fn revoke_user<'a>(
-        &'a self,
-        uid: &'a str,
-    ) -> impl Future<Output = Result<usize, BackendError<InputError>>> + Send + 'a {
+    fn revoke_now(&self, uid: &str, client: &str) -> Option<Result<bool, BackendError<InputError>>> {
+        Some(Store::revoke(self, uid, client).map_err(BackendError::Refused))
+    }
+
+    fn revoke_user(
+        &self,
+        uid: &str,
+    ) -> impl Future<Output = Result<usize, BackendError<InputError>>> + Send {
         ready(Store::revoke_user(self, uid).map_err(BackendError::Refused))
     }
 
-    fn sessions<'a>(
-        &'a self,
-        uid: &'a str,
-    ) -> impl Future<Output = Result<Vec<SessionInfo>, BackendError<InputError>>> + Send + 'a {
+    fn sessions(
+        &self,
+        uid: &str,
+    ) -> impl Future<Output = Result<Vec<SessionInfo>, BackendError<InputError>>> + Send {
         ready(Store::sessions(self, uid).map_err(BackendError::Refused))
     }
 
-    fn live(&self) -> impl Future<Output = Result<u64, Unavailable>> + Send + '_ {
+    fn live(&self) -> impl Future<Output = Result<u64, Unavailable>> + Send {
         ready(Ok(self.len() as u64))
+    }
+
+    fn sweep(&self) -> usize {
+        Store::sweep(self)
     }
 
     fn stats(&self) -> Stats {
@@ -265,6 +583,38 @@ mod tests {
             .unwrap();
         now(session(&store)).unwrap();
         assert_eq!(Backend::stats(&store).rotated, 1);
+    }
+
+    #[test]
+    fn through_arc_and_dyn_the_store_answers_at_once() {
+        let store: Arc<dyn DynBackend> = Arc::new(Store::new());
+        let c = now(store.issue("b@example.com")).unwrap();
+        let (client, token) = (c.client().as_str().to_owned(), c.token().as_str().to_owned());
+        let next = store
+            .authenticate_now("b@example.com", &client, &token)
+            .expect("the embedded store answers without waiting")
+            .unwrap();
+        assert!(next.is_rotated());
+        // The answer outlives the client and token it was asked with.
+        drop((client, token));
+        assert_eq!(next.credentials().uid(), "b@example.com");
+        let shared = Arc::new(store);
+        assert_eq!(now(shared.live()), Ok(1));
+        assert_eq!(shared.revoke_now("b@example.com", next.credentials().client().as_str()), Some(Ok(true)));
+        assert_eq!(shared.sweep(), 0);
+    }
+
+    #[test]
+    fn each_cause_is_reported_once() {
+        use std::error::Error;
+        let e = BackendError::Refused(Rejection::BadInput(InputError::EmptyUid));
+        let mut chain = vec![e.to_string()];
+        let mut at = e.source();
+        while let Some(cause) = at {
+            chain.push(cause.to_string());
+            at = cause.source();
+        }
+        assert_eq!(chain, ["bad input: uid is empty"]);
     }
 
     #[test]

@@ -145,7 +145,7 @@ mod sync;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisBuildError, RedisBuilder, RedisStore, MIN_SECRET_LEN};
-pub use backend::{Backend, BackendError, Unavailable};
+pub use backend::{AuthResult, Backend, BackendError, BoxFuture, DynBackend, Unavailable};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{ClientId, Token, CLIENT_ID_LEN, MAX_UID_LEN, TOKEN_LEN};
 pub use config::{

@@ -12,7 +12,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, ScriptInvocation};
 
-use crate::backend::{Backend, BackendError, Unavailable};
+use crate::backend::{AuthResult, Backend, BackendError, Unavailable};
 use crate::clock::{Clock, SystemClock};
 use crate::codec::{check_uid, ClientId, Token};
 use crate::config::{Builder, ConfigError, ReplayPolicy};
@@ -601,46 +601,51 @@ fn corrupt<E>(what: &str) -> BackendError<E> {
 }
 
 impl Backend for RedisStore {
-    fn issue<'a>(
-        &'a self,
-        uid: &'a str,
-    ) -> impl Future<Output = Result<Credentials<'a>, BackendError<InputError>>> + Send + 'a {
+    fn issue<'u>(
+        &self,
+        uid: &'u str,
+    ) -> impl Future<Output = Result<Credentials<'u>, BackendError<InputError>>> + Send {
         RedisStore::issue(self, uid)
     }
 
-    fn authenticate<'a>(
-        &'a self,
-        uid: &'a str,
-        client: &'a str,
-        token: &'a str,
-    ) -> impl Future<Output = Result<Authenticated<'a>, BackendError<Rejection>>> + Send + 'a {
+    fn authenticate<'u>(
+        &self,
+        uid: &'u str,
+        client: &str,
+        token: &str,
+    ) -> impl Future<Output = AuthResult<'u>> + Send {
         RedisStore::authenticate(self, uid, client, token)
     }
 
-    fn revoke<'a>(
-        &'a self,
-        uid: &'a str,
-        client: &'a str,
-    ) -> impl Future<Output = Result<bool, BackendError<InputError>>> + Send + 'a {
+    fn revoke(
+        &self,
+        uid: &str,
+        client: &str,
+    ) -> impl Future<Output = Result<bool, BackendError<InputError>>> + Send {
         RedisStore::revoke(self, uid, client)
     }
 
-    fn revoke_user<'a>(
-        &'a self,
-        uid: &'a str,
-    ) -> impl Future<Output = Result<usize, BackendError<InputError>>> + Send + 'a {
+    fn revoke_user(
+        &self,
+        uid: &str,
+    ) -> impl Future<Output = Result<usize, BackendError<InputError>>> + Send {
         RedisStore::revoke_user(self, uid)
     }
 
-    fn sessions<'a>(
-        &'a self,
-        uid: &'a str,
-    ) -> impl Future<Output = Result<Vec<SessionInfo>, BackendError<InputError>>> + Send + 'a {
+    fn sessions(
+        &self,
+        uid: &str,
+    ) -> impl Future<Output = Result<Vec<SessionInfo>, BackendError<InputError>>> + Send {
         RedisStore::sessions(self, uid)
     }
 
-    fn live(&self) -> impl Future<Output = Result<u64, Unavailable>> + Send + '_ {
+    fn live(&self) -> impl Future<Output = Result<u64, Unavailable>> + Send {
         RedisStore::live(self)
+    }
+
+    /// Redis expires a session's keys by their TTL: nothing to sweep.
+    fn sweep(&self) -> usize {
+        0
     }
 
     fn stats(&self) -> Stats {
