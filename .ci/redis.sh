@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Redis backend's tests against a real redis-server on loopback: installs Debian's
 # redis-server if missing, starts a throwaway instance (no persistence), runs
-# `cargo test --release --features redis --test redis` and the demo server's
+# `cargo test --release --features redis --test redis`, the tower layer's
+# (`--features redis,axum --test layer`) and the demo server's
 # (`-p baton-demo --test redis`), and stops the server however the tests end.
 # `bash .ci/redis.sh bench` runs the embedded-vs-Redis bench instead.
 # Run from anywhere; BATON_REDIS_PORT overrides the port (default 6390).
@@ -57,6 +58,8 @@ if [ "${1:-}" = bench ]; then
 else
     echo "== redis tests"
     cargo test --release --features redis --test redis -- --include-ignored
+    echo "== the tower layer on redis"
+    cargo test --release --features redis,axum --test layer -- --include-ignored
     echo "== demo server on redis"
     cargo test --release -p baton-demo --test redis
 fi

@@ -161,7 +161,11 @@ pub trait Backend: Send + Sync {
 
     /// [`revoke`](Self::revoke) without waiting, as
     /// [`authenticate_now`](Self::authenticate_now) is to `authenticate`.
-    fn revoke_now(&self, uid: &str, client: &str) -> Option<Result<bool, BackendError<InputError>>> {
+    fn revoke_now(
+        &self,
+        uid: &str,
+        client: &str,
+    ) -> Option<Result<bool, BackendError<InputError>>> {
         let _ = (uid, client);
         None
     }
@@ -237,8 +241,11 @@ pub trait DynBackend: Send + Sync {
         client: &'a str,
     ) -> BoxFuture<'a, Result<bool, BackendError<InputError>>>;
     /// [`Backend::revoke_now`].
-    fn revoke_now_dyn(&self, uid: &str, client: &str)
-        -> Option<Result<bool, BackendError<InputError>>>;
+    fn revoke_now_dyn(
+        &self,
+        uid: &str,
+        client: &str,
+    ) -> Option<Result<bool, BackendError<InputError>>>;
     /// [`Backend::revoke_user`].
     fn revoke_user_dyn<'a>(
         &'a self,
@@ -328,22 +335,14 @@ impl<B: Backend> DynBackend for B {
 }
 
 // For every lifetime of the object, so that `dyn DynBackend + '_` borrowed from an
-// `Arc` is a backend too. Each future is an `async` block around the boxed one: its
-// type may name the caller's lifetimes one by one, where the box's cannot.
+// `Arc` is a backend too. Each future is an `async fn` around the boxed one: its type
+// may name the caller's lifetimes one by one, where the box's cannot.
 impl<'d> Backend for dyn DynBackend + 'd {
-    fn issue<'u>(
-        &self,
-        uid: &'u str,
-    ) -> impl Future<Output = Result<Credentials<'u>, BackendError<InputError>>> + Send {
-        async move { self.issue_dyn(uid).await }
+    async fn issue<'u>(&self, uid: &'u str) -> Result<Credentials<'u>, BackendError<InputError>> {
+        self.issue_dyn(uid).await
     }
-    fn authenticate<'u>(
-        &self,
-        uid: &'u str,
-        client: &str,
-        token: &str,
-    ) -> impl Future<Output = AuthResult<'u>> + Send {
-        async move { self.authenticate_dyn(uid, client, token).await }
+    async fn authenticate<'u>(&self, uid: &'u str, client: &str, token: &str) -> AuthResult<'u> {
+        self.authenticate_dyn(uid, client, token).await
     }
     fn authenticate_now<'u>(
         &self,
@@ -353,27 +352,21 @@ impl<'d> Backend for dyn DynBackend + 'd {
     ) -> Option<AuthResult<'u>> {
         self.authenticate_now_dyn(uid, client, token)
     }
-    fn revoke(
+    async fn revoke(&self, uid: &str, client: &str) -> Result<bool, BackendError<InputError>> {
+        self.revoke_dyn(uid, client).await
+    }
+    fn revoke_now(
         &self,
         uid: &str,
         client: &str,
-    ) -> impl Future<Output = Result<bool, BackendError<InputError>>> + Send {
-        async move { self.revoke_dyn(uid, client).await }
-    }
-    fn revoke_now(&self, uid: &str, client: &str) -> Option<Result<bool, BackendError<InputError>>> {
+    ) -> Option<Result<bool, BackendError<InputError>>> {
         self.revoke_now_dyn(uid, client)
     }
-    fn revoke_user(
-        &self,
-        uid: &str,
-    ) -> impl Future<Output = Result<usize, BackendError<InputError>>> + Send {
-        async move { self.revoke_user_dyn(uid).await }
+    async fn revoke_user(&self, uid: &str) -> Result<usize, BackendError<InputError>> {
+        self.revoke_user_dyn(uid).await
     }
-    fn sessions(
-        &self,
-        uid: &str,
-    ) -> impl Future<Output = Result<Vec<SessionInfo>, BackendError<InputError>>> + Send {
-        async move { self.sessions_dyn(uid).await }
+    async fn sessions(&self, uid: &str) -> Result<Vec<SessionInfo>, BackendError<InputError>> {
+        self.sessions_dyn(uid).await
     }
     fn live(&self) -> impl Future<Output = Result<u64, Unavailable>> + Send {
         self.live_dyn()
@@ -422,7 +415,11 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     ) -> impl Future<Output = Result<bool, BackendError<InputError>>> + Send {
         (**self).revoke(uid, client)
     }
-    fn revoke_now(&self, uid: &str, client: &str) -> Option<Result<bool, BackendError<InputError>>> {
+    fn revoke_now(
+        &self,
+        uid: &str,
+        client: &str,
+    ) -> Option<Result<bool, BackendError<InputError>>> {
         (**self).revoke_now(uid, client)
     }
     fn revoke_user(
@@ -489,7 +486,11 @@ impl<C: Clock> Backend for Store<C> {
         ready(Store::revoke(self, uid, client).map_err(BackendError::Refused))
     }
 
-    fn revoke_now(&self, uid: &str, client: &str) -> Option<Result<bool, BackendError<InputError>>> {
+    fn revoke_now(
+        &self,
+        uid: &str,
+        client: &str,
+    ) -> Option<Result<bool, BackendError<InputError>>> {
         Some(Store::revoke(self, uid, client).map_err(BackendError::Refused))
     }
 
@@ -589,7 +590,10 @@ mod tests {
     fn through_arc_and_dyn_the_store_answers_at_once() {
         let store: Arc<dyn DynBackend> = Arc::new(Store::new());
         let c = now(store.issue("b@example.com")).unwrap();
-        let (client, token) = (c.client().as_str().to_owned(), c.token().as_str().to_owned());
+        let (client, token) = (
+            c.client().as_str().to_owned(),
+            c.token().as_str().to_owned(),
+        );
         let next = store
             .authenticate_now("b@example.com", &client, &token)
             .expect("the embedded store answers without waiting")
@@ -600,7 +604,10 @@ mod tests {
         assert_eq!(next.credentials().uid(), "b@example.com");
         let shared = Arc::new(store);
         assert_eq!(now(shared.live()), Ok(1));
-        assert_eq!(shared.revoke_now("b@example.com", next.credentials().client().as_str()), Some(Ok(true)));
+        assert_eq!(
+            shared.revoke_now("b@example.com", next.credentials().client().as_str()),
+            Some(Ok(true))
+        );
         assert_eq!(shared.sweep(), 0);
     }
 

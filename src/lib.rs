@@ -131,6 +131,8 @@ mod config;
 mod credentials;
 pub mod decision;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 mod index;
 mod keystream;
 pub mod model;

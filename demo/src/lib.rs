@@ -46,7 +46,6 @@ pub mod app;
 mod body;
 pub mod cli;
 pub mod cors;
-pub mod credentials;
 mod metrics;
 mod reply;
 mod routes;
@@ -54,7 +53,7 @@ mod server;
 pub mod users;
 
 pub use app::{AppState, Limits};
+pub use baton::http::{ACCESS_TOKEN, CLIENT, EXPIRY, TOKEN_TYPE, UID};
 pub use cli::Cli;
-pub use reply::{ACCESS_TOKEN, CLIENT, EXPIRY, TOKEN_TYPE, UID};
 pub use routes::handle;
 pub use server::{serve, serve_with};

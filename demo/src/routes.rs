@@ -5,14 +5,14 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
+use baton::http::{self as codec, AuthHeaders, CredentialError};
 use baton::{Backend, BackendError};
 
 use crate::app::AppState;
 use crate::body;
 use crate::cors::Cors;
-use crate::credentials;
 use crate::metrics::{self, ServerCounters};
-use crate::reply::{self, AuthHeaders, Reply};
+use crate::reply::{self, Reply};
 use crate::users::User;
 
 const BAD_LOGIN: &str = "Invalid login credentials. Please try again.";
@@ -123,7 +123,7 @@ async fn sign_in<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Rep
         return reply::failure(StatusCode::UNAUTHORIZED, BAD_LOGIN);
     };
     let headers = match state.store.issue(&user.email).await {
-        Ok(c) => AuthHeaders::new(&c, None, None),
+        Ok(c) => AuthHeaders::new(&c),
         Err(BackendError::Refused(_)) => None,
         Err(e) => return unavailable(state, "sign-in", &e),
     };
@@ -199,11 +199,11 @@ async fn check<'s, 'r, B: Backend>(
     state: &'s AppState<B>,
     req: &'r Request<Incoming>,
 ) -> Result<Checked<'s, 'r>, Failed> {
-    let presented = match credentials::read(req.headers()) {
+    let sent = match codec::read_credentials(req.headers()) {
         Ok(c) => c,
         Err(e) => {
             let counter = match e {
-                credentials::CredentialError::Missing => &state.counters.missing_credentials,
+                CredentialError::Missing => &state.counters.missing_credentials,
                 _ => &state.counters.malformed_credentials,
             };
             ServerCounters::bump(counter);
@@ -211,19 +211,14 @@ async fn check<'s, 'r, B: Backend>(
             return Err(Failed::Refused);
         }
     };
-    let credentials::Presented {
-        credentials: sent,
-        client_header,
-        uid_header,
-    } = presented;
     match state
         .store
         .authenticate(&sent.uid, &sent.client, &sent.token)
         .await
     {
         Ok(ok) => {
-            let headers = AuthHeaders::new(ok.credentials(), client_header, uid_header)
-                .ok_or(Failed::Refused)?;
+            let headers =
+                AuthHeaders::for_request(ok.credentials(), &sent).ok_or(Failed::Refused)?;
             let user = state.users.find(&sent.uid).ok_or(Failed::Refused)?;
             Ok(Checked {
                 headers,

@@ -1,12 +1,12 @@
-//! Arbitrary header sets into `baton_demo::credentials::extract`, the function the demo
-//! server reads every request's credentials with: the five devise_token_auth headers
+//! Arbitrary header sets into `baton::http::read_credentials`, the function the tower
+//! layer (and the demo server on it) reads every request's credentials with: the five devise_token_auth headers
 //! in any case and any number, and `Authorization: Bearer` with base64 of arbitrary
 //! JSON in every alphabet, or of arbitrary bytes.
 //!
 //! Run: `cargo +nightly fuzz run credentials` (from `fuzz/`; see the README).
 //!
 //! Beyond "never panics", it checks that whatever is read is trimmed, non-empty, within
-//! its limit and came from the request; that three plain headers are always enough;
+//! its limit, writable back as a header value and came from the request; that three plain headers are always enough;
 //! and that oversized input is refused early: a counting allocator bounds what one
 //! call allocates, whatever the size of the headers, so a huge value that was decoded
 //! or copied before its length was checked fails the run.
@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use arbitrary::Arbitrary;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
-use baton_demo::credentials::{
-    extract, RequestCredentials, MAX_AUTHORIZATION_LEN, MAX_SECRET_LEN, MAX_UID_LEN,
+use baton::http::{
+    read_credentials, CredentialError, RequestCredentials, MAX_AUTHORIZATION_LEN, MAX_SECRET_LEN,
+    MAX_UID_LEN,
 };
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
@@ -51,7 +52,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// The most one `extract` may allocate, in total bytes requested. The largest input it
+/// The most one `read_credentials` may allocate, in total bytes requested. The largest input it
 /// may decode is `MAX_AUTHORIZATION_LEN` of base64 (768 bytes of JSON); its parse tree,
 /// even nested to serde_json's depth limit, stays far below this. A `Huge` header is
 /// larger than the bound, so copying or decoding one exceeds it.
@@ -298,10 +299,7 @@ fn plain(map: &HeaderMap, name: Name) -> Option<String> {
     (!text.is_empty()).then(|| text.to_owned())
 }
 
-fn check(
-    sent: &Sent,
-    got: &Result<RequestCredentials<'_>, baton_demo::credentials::CredentialError>,
-) {
+fn check(sent: &Sent, got: &Result<RequestCredentials<'_>, CredentialError>) {
     let three = [Name::AccessToken, Name::Client, Name::Uid];
     if let Ok(c) = got {
         for (value, name) in [
@@ -314,6 +312,10 @@ fn check(
             assert_eq!(value.trim(), value, "{field} read untrimmed");
             let max = name.limit().expect("the three have limits");
             assert!(value.len() <= max, "{field} read at {} bytes", value.len());
+            assert!(
+                HeaderValue::from_bytes(value.as_bytes()).is_ok(),
+                "{field} read as a value no answer could repeat: {value:?}"
+            );
             if !sent.opaque_authorization {
                 assert!(
                     sent.strings.iter().any(|s| s == value),
@@ -343,11 +345,11 @@ fn check(
 fuzz_target!(|request: Request| {
     let sent = build(&request);
     let before = ALLOCATED.load(Ordering::Relaxed);
-    let got = extract(&sent.map);
+    let got = read_credentials(&sent.map);
     let allocated = ALLOCATED.load(Ordering::Relaxed) - before;
     assert!(
         allocated <= ALLOCATION_BOUND,
-        "extract allocated {allocated} bytes (huge header: {})",
+        "read_credentials allocated {allocated} bytes (huge header: {})",
         sent.huge
     );
     check(&sent, &got);

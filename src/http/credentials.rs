@@ -2,20 +2,23 @@
 //! `access-token`, `client` and `uid` headers, or the same values packed into
 //! `Authorization: Bearer <base64 of JSON>`.
 //!
-//! [`extract`] is pure and total: it never panics and refuses oversized input before
-//! decoding any of it, so a fuzz target may feed it anything.
+//! [`read_credentials`] is pure and total: it never panics and refuses oversized input
+//! before decoding any of it, so a fuzz target may feed it anything (`fuzz/`, target
+//! `credentials`).
 
 use std::borrow::Cow;
 use std::fmt;
 
 use base64ct::{Base64, Base64Unpadded, Base64Url, Base64UrlUnpadded, Encoding};
-use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+
+use super::names::{ACCESS_TOKEN, CLIENT, UID};
 
 /// The longest `access-token` or `client` value read. Real ones are 22 and 16
 /// characters; anything much longer cannot be a credential.
 pub const MAX_SECRET_LEN: usize = 64;
 /// The longest `uid` value read: baton's own limit on a uid.
-pub const MAX_UID_LEN: usize = baton::MAX_UID_LEN;
+pub const MAX_UID_LEN: usize = crate::MAX_UID_LEN;
 /// The longest `Authorization` value read. devise_token_auth's packed form of the
 /// longest acceptable values, with its `token-type` and `expiry`, fits well within it.
 pub const MAX_AUTHORIZATION_LEN: usize = 1024;
@@ -23,6 +26,9 @@ pub const MAX_AUTHORIZATION_LEN: usize = 1024;
 /// The credentials a request presented, borrowed from its headers where they came
 /// from separate headers (the common case costs no allocation). The token is a
 /// secret: `Debug` redacts it.
+///
+/// Every value is trimmed, non-empty, within its limit, and can be written back as a
+/// header value as it is.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RequestCredentials<'h> {
     /// The `uid` value.
@@ -31,6 +37,11 @@ pub struct RequestCredentials<'h> {
     pub client: Cow<'h, str>,
     /// The `access-token` value. Secret.
     pub token: Cow<'h, str>,
+    /// The `client` header, if the client id was read from it: an answer may repeat
+    /// it as it is (sharing the request's buffer) instead of building a new value.
+    pub(crate) client_header: Option<&'h HeaderValue>,
+    /// The `uid` header, if the uid was read from it.
+    pub(crate) uid_header: Option<&'h HeaderValue>,
 }
 
 impl fmt::Debug for RequestCredentials<'_> {
@@ -102,25 +113,25 @@ impl std::error::Error for CredentialError {}
 /// string parses the string on every call), its name as a `'static` label for errors,
 /// and its length limit.
 struct Field {
-    header: HeaderName,
+    header: http::HeaderName,
     label: &'static str,
     max: usize,
 }
 
-/// The three headers, in the order of [`extract`]'s checks and of the packed form's fields.
+/// The three headers, in the order of [`read_credentials`]'s checks and of the packed form's fields.
 const FIELDS: [Field; 3] = [
     Field {
-        header: HeaderName::from_static("access-token"),
+        header: ACCESS_TOKEN,
         label: "access-token",
         max: MAX_SECRET_LEN,
     },
     Field {
-        header: HeaderName::from_static("client"),
+        header: CLIENT,
         label: "client",
         max: MAX_SECRET_LEN,
     },
     Field {
-        header: HeaderName::from_static("uid"),
+        header: UID,
         label: "uid",
         max: MAX_UID_LEN,
     },
@@ -132,27 +143,10 @@ const FIELDS: [Field; 3] = [
 /// and otherwise from the `Authorization: Bearer` JSON, as devise_token_auth reads them.
 /// Header names are case-insensitive (`HeaderMap` folds them); `token-type` and
 /// `expiry` are not needed and not read.
-pub fn extract(headers: &HeaderMap) -> Result<RequestCredentials<'_>, CredentialError> {
-    read(headers).map(|p| p.credentials)
-}
-
-/// What [`read`] found: the credentials, and the header values `client` and `uid` came
-/// from when they came from their own headers, which an answer may repeat as they are
-/// instead of building new ones (a session's client and uid never change).
-pub(crate) struct Presented<'h> {
-    /// The credentials, as [`extract`] returns them.
-    pub credentials: RequestCredentials<'h>,
-    /// The `client` header, if the client id was read from it.
-    pub client_header: Option<&'h HeaderValue>,
-    /// The `uid` header, if the uid was read from it.
-    pub uid_header: Option<&'h HeaderValue>,
-}
-
-/// [`extract`], keeping the header values the client id and uid were read from.
 ///
 /// One pass over the headers finds all three: cheaper than three lookups by name, each
 /// of which hashes the name, and bounded since the server caps the number of headers.
-pub(crate) fn read(headers: &HeaderMap) -> Result<Presented<'_>, CredentialError> {
+pub fn read_credentials(headers: &HeaderMap) -> Result<RequestCredentials<'_>, CredentialError> {
     let mut sent: [Option<&HeaderValue>; 3] = [None; 3];
     let mut conflicting = [false; 3];
     for (name, value) in headers {
@@ -195,12 +189,10 @@ pub(crate) fn read(headers: &HeaderMap) -> Result<Presented<'_>, CredentialError
     }
     let [token, client, uid] = found;
     let missing = |field| CredentialError::Incomplete { field };
-    Ok(Presented {
-        credentials: RequestCredentials {
-            token: token.ok_or(missing("access-token"))?,
-            client: client.ok_or(missing("client"))?,
-            uid: uid.ok_or(missing("uid"))?,
-        },
+    Ok(RequestCredentials {
+        token: token.ok_or(missing("access-token"))?,
+        client: client.ok_or(missing("client"))?,
+        uid: uid.ok_or(missing("uid"))?,
         client_header: sent[1],
         uid_header: sent[2],
     })
@@ -272,6 +264,11 @@ fn unpack_authorization(value: &str) -> Result<[Option<String>; 3], CredentialEr
             Some(serde_json::Value::String(s)) if s.len() > max => {
                 return Err(CredentialError::TooLong { field: name })
             }
+            // A value that could not be written back as a header (a control character)
+            // is not one a session could have been issued for.
+            Some(serde_json::Value::String(s)) if !header_safe(s.trim()) => {
+                return Err(CredentialError::Malformed { field: name })
+            }
             Some(serde_json::Value::String(s)) if !s.trim().is_empty() => {
                 *slot = Some(s.trim().to_owned());
             }
@@ -280,6 +277,11 @@ fn unpack_authorization(value: &str) -> Result<[Option<String>; 3], CredentialEr
         }
     }
     Ok(out)
+}
+
+/// Whether `text` is a valid header value as it is: no control characters but tab.
+fn header_safe(text: &str) -> bool {
+    text.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 #[cfg(test)]
@@ -309,7 +311,7 @@ mod tests {
             ("client", CLIENT.as_bytes()),
             ("uid", b"a@example.com"),
         ]);
-        let c = extract(&h).unwrap();
+        let c = read_credentials(&h).unwrap();
         assert_eq!(c.token, TOKEN);
         assert_eq!(c.client, CLIENT);
         assert_eq!(c.uid, "a@example.com");
@@ -334,7 +336,7 @@ mod tests {
         for enc in encodings {
             let value = format!("bearer {enc}");
             let h = headers(&[("authorization", value.as_bytes())]);
-            let c = extract(&h).unwrap();
+            let c = read_credentials(&h).unwrap();
             assert_eq!(
                 (&*c.token, &*c.client, &*c.uid),
                 (TOKEN, CLIENT, "ü?>@example.com")
@@ -346,7 +348,7 @@ mod tests {
     fn separate_headers_win_over_authorization_field_by_field() {
         let json = format!(r#"{{"access-token":"{TOKEN}","client":"{CLIENT}","uid":"x@y"}}"#);
         let h = headers(&[("authorization", &bearer(&json)), ("uid", b"z@y")]);
-        let c = extract(&h).unwrap();
+        let c = read_credentials(&h).unwrap();
         assert_eq!((&*c.token, &*c.uid), (TOKEN, "z@y"));
     }
 
@@ -405,6 +407,13 @@ mod tests {
                 CredentialError::BadAuthorization,
             ),
             (
+                headers(&[(
+                    "authorization",
+                    &bearer(r#"{"access-token":"t","client":"c","uid":"a\nb"}"#),
+                )]),
+                CredentialError::Malformed { field: "uid" },
+            ),
+            (
                 headers(&[("authorization", &vec![b'B'; MAX_AUTHORIZATION_LEN + 1])]),
                 CredentialError::TooLong {
                     field: "authorization",
@@ -412,7 +421,7 @@ mod tests {
             ),
         ];
         for (h, want) in cases {
-            assert_eq!(extract(&h), Err(want), "{h:?}");
+            assert_eq!(read_credentials(&h), Err(want), "{h:?}");
         }
     }
 
@@ -455,7 +464,7 @@ mod tests {
                     h.append(AUTHORIZATION, v);
                 }
             }
-            if let Ok(c) = extract(&h) {
+            if let Ok(c) = read_credentials(&h) {
                 assert!(c.token.len() <= MAX_SECRET_LEN && c.client.len() <= MAX_SECRET_LEN);
                 assert!(c.uid.len() <= MAX_UID_LEN && !c.uid.is_empty());
                 accepted += 1;
@@ -467,7 +476,7 @@ mod tests {
         );
     }
 
-    /// The credential headers as `extract` read them before it made one pass over
+    /// The credential headers as `read_credentials` read them before it made one pass over
     /// all headers: three lookups by name, each value checked by `from_utf8` alone.
     /// The one pass must answer exactly the same.
     fn by_lookups(headers: &HeaderMap) -> Result<[Option<String>; 3], CredentialError> {
@@ -532,14 +541,13 @@ mod tests {
                 h.append(name, HeaderValue::from_bytes(value).unwrap());
             }
             let want = by_lookups(&h);
-            let got = read(&h);
+            let got = read_credentials(&h);
             match (&want, &got) {
                 (Err(w), Err(g)) => {
                     assert_eq!(w, g, "{h:?}");
                     refused_some = true;
                 }
-                (Ok(w), Ok(p)) => {
-                    let c = &p.credentials;
+                (Ok(w), Ok(c)) => {
                     let got = [&c.token, &c.client, &c.uid].map(|v| Some(v.to_string()));
                     assert_eq!(w, &got, "{h:?}");
                     read_some = true;
@@ -572,8 +580,8 @@ mod tests {
             ("client", b"  "),
             ("uid", b"z@y"),
         ]);
-        let p = read(&h).unwrap();
-        assert_eq!(&*p.credentials.client, CLIENT);
+        let p = read_credentials(&h).unwrap();
+        assert_eq!(&*p.client, CLIENT);
         assert!(
             p.client_header.is_none(),
             "the blank header was not what was read"
@@ -587,6 +595,8 @@ mod tests {
             uid: Cow::Borrowed("u"),
             client: Cow::Borrowed(CLIENT),
             token: Cow::Owned(TOKEN.to_owned()),
+            client_header: None,
+            uid_header: None,
         };
         let shown = format!("{c:?}");
         assert!(!shown.contains(TOKEN), "{shown}");
