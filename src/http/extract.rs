@@ -9,7 +9,8 @@ use http::request::Parts;
 use http::StatusCode;
 
 use super::layer::PassedWithoutSession;
-use super::session::{no_store, Handled, Session, SignedIn, SignedOut};
+use super::session::{no_store, Handled, Session, SignInError, SignedIn, SignedOut};
+use crate::BackendError;
 
 /// The request reached a handler that asks for a [`Session`] without passing through
 /// a [`BatonLayer`](super::BatonLayer): a mistake in the service's routing, so a 500
@@ -74,5 +75,37 @@ impl IntoResponseParts for SignedOut {
         no_store(res.headers_mut());
         res.extensions_mut().insert(Handled::SignedOut);
         Ok(res)
+    }
+}
+
+/// A failed sign-in as devise answers it: 503 with `Retry-After` while the store is
+/// unavailable (the client may simply retry), 400 for a uid that can never be signed
+/// in. Both in devise's `{"success": false, "errors": [...]}` shape.
+impl IntoResponse for SignInError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            SignInError::Backend(BackendError::Unavailable(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The session store is unavailable. Please try again shortly.",
+            ),
+            _ => (StatusCode::BAD_REQUEST, "This account cannot sign in."),
+        };
+        let body = serde_json::json!({ "success": false, "errors": [message] }).to_string();
+        let mut r = (
+            status,
+            [(
+                http::header::CONTENT_TYPE,
+                "application/json; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+        }
+        r
     }
 }
