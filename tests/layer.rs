@@ -136,9 +136,18 @@ fn app<B: Backend + ?Sized + 'static>(backend: Arc<B>) -> (Router, BatonLayer<B>
     let optional = Router::new()
         .route("/public/who", get(who))
         .layer(layer.clone().optional());
+    // devise's own endpoints answer a refusal in their own shape and status.
+    let devise = Router::new().route("/auth/validate_token", get(me)).layer(
+        layer
+            .clone()
+            .refusal_status(StatusCode::NOT_FOUND)
+            .refusal_status(StatusCode::OK)
+            .refusal_body(r#"{"success":false,"errors":["Invalid login credentials"]}"#),
+    );
     let router = Router::new()
         .merge(protected)
         .merge(optional)
+        .merge(devise)
         .route("/auth/sign_in", post(sign_in_handler::<B>))
         .route("/forgot/layer", get(me))
         .route("/forgot/layer/optional", get(who))
@@ -276,6 +285,18 @@ async fn every_row<B: Backend + ?Sized + 'static>(backend: Arc<B>) {
         .await;
     }
     assert_eq!(layer.stats().refused, 3);
+
+    // A route's own refusal: its status (never a success) and body, for every reason.
+    for req in [
+        bare(Method::GET, "/auth/validate_token"),
+        wrong_token.request(Method::GET, "/auth/validate_token"),
+    ] {
+        let r = send(&app, req).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_no_token_headers(r.headers());
+        let json: serde_json::Value = serde_json::from_slice(&body_of(r).await).unwrap();
+        assert_eq!(json["success"], false);
+    }
 
     // Accepted: the handler sees the session, the answer carries the next credentials.
     let r = send(&app, held.request(Method::GET, "/api/me")).await;
@@ -510,6 +531,18 @@ async fn unavailable_store_gets_503_with_retry_after_and_no_token_headers() {
     };
     assert_unavailable(send(&app, held.request(Method::GET, "/api/me")).await).await;
     assert_eq!(layer.stats().unavailable, 1);
+    // The body and the retry hint are the service's to choose.
+    let devise = Router::new().route("/x", get(me)).layer(
+        BatonLayer::new(Arc::new(Down))
+            .unavailable_body(r#"{"success":false,"errors":["down"]}"#)
+            .retry_after_secs(7),
+    );
+    let r = send(&devise, held.request(Method::GET, "/x")).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "7");
+    assert_no_token_headers(r.headers());
+    let json: serde_json::Value = serde_json::from_slice(&body_of(r).await).unwrap();
+    assert_eq!(json["success"], false);
     // Missing credentials are still a 401: nothing needed the store.
     assert_eq!(
         send(&app, bare(Method::GET, "/api/me")).await.status(),

@@ -1,15 +1,26 @@
 //! CORS: which origins may read responses, and the preflight answer.
 
+use std::sync::LazyLock;
+
+use baton::http::{ALLOWED_HEADERS, CREDENTIAL_HEADERS};
 use http::header::{
-    HeaderMap, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    HeaderMap, HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, VARY,
 };
 
-/// The five credential headers, which browsers hide from scripts unless exposed.
-pub const EXPOSED: &str = "access-token, token-type, client, expiry, uid";
 const ALLOWED_METHODS: &str = "GET, POST, PUT, PATCH, DELETE";
-const ALLOWED_HEADERS: &str =
-    "access-token, token-type, client, expiry, uid, content-type, authorization, if-modified-since";
+
+/// The five credential headers, which browsers hide from scripts unless exposed, and
+/// the request headers a preflight allows: the library's lists (the workspace's one
+/// table of names), joined once.
+static EXPOSED: LazyLock<HeaderValue> = LazyLock::new(|| joined(&CREDENTIAL_HEADERS));
+static ALLOWED: LazyLock<HeaderValue> = LazyLock::new(|| joined(&ALLOWED_HEADERS));
+
+fn joined(names: &[HeaderName]) -> HeaderValue {
+    let text: Vec<&str> = names.iter().map(HeaderName::as_str).collect();
+    // Header names are visible ASCII, so their join is a header value.
+    HeaderValue::from_str(&text.join(", ")).unwrap_or(HeaderValue::from_static(""))
+}
 
 /// Which origins may read the server's responses.
 #[derive(Debug, Clone, Default)]
@@ -63,10 +74,7 @@ impl Cors {
             }
         };
         headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-        headers.insert(
-            ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(EXPOSED),
-        );
+        headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED.clone());
     }
 
     /// Adds what a preflight answer carries besides [`apply`](Self::apply)'s headers.
@@ -75,10 +83,22 @@ impl Cors {
             ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static(ALLOWED_METHODS),
         );
-        headers.insert(
-            ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static(ALLOWED_HEADERS),
-        );
+        headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED.clone());
         headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_lists_are_the_librarys_joined() {
+        assert_eq!(
+            super::EXPOSED.to_str().unwrap(),
+            "access-token, token-type, client, expiry, uid"
+        );
+        assert_eq!(
+            super::ALLOWED.to_str().unwrap(),
+            "access-token, token-type, client, expiry, uid, content-type, authorization, if-modified-since"
+        );
     }
 }

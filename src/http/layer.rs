@@ -38,7 +38,9 @@ pub struct BatonLayer<B: ?Sized> {
 #[derive(Clone)]
 struct Config {
     optional: bool,
+    refused_status: StatusCode,
     refused: Bytes,
+    unavailable: Bytes,
     retry_after: HeaderValue,
 }
 
@@ -49,7 +51,9 @@ impl<B: Backend + ?Sized> BatonLayer<B> {
             backend,
             config: Config {
                 optional: false,
+                refused_status: StatusCode::UNAUTHORIZED,
                 refused: Bytes::from_static(REFUSED.as_bytes()),
+                unavailable: Bytes::from_static(UNAVAILABLE.as_bytes()),
                 retry_after: HeaderValue::from_static("1"),
             },
             counters: Arc::default(),
@@ -69,6 +73,23 @@ impl<B: Backend + ?Sized> BatonLayer<B> {
     /// `{"success": false, "errors": [...]}` on `validate_token`.
     pub fn refusal_body(mut self, json: impl Into<Bytes>) -> Self {
         self.config.refused = json.into();
+        self
+    }
+
+    /// The status of the refusal, if not 401: devise answers a sign-out that has no
+    /// session to end with a 404. Still one answer for every reason. A status that is
+    /// not a 4xx is ignored: a client's bad credential is never a success or a 5xx.
+    pub fn refusal_status(mut self, status: StatusCode) -> Self {
+        if status.is_client_error() {
+            self.config.refused_status = status;
+        }
+        self
+    }
+
+    /// The body of the 503 sent while the store cannot answer (JSON; devise's
+    /// `{"errors": [...]}` shape by default).
+    pub fn unavailable_body(mut self, json: impl Into<Bytes>) -> Self {
+        self.config.unavailable = json.into();
         self
     }
 
@@ -234,10 +255,10 @@ impl<B: ?Sized> Shared<B> {
 
     fn respond<T: From<Bytes>>(&self, refusal: Refusal) -> Response<T> {
         let (status, body) = match refusal {
-            Refusal::Unauthorized => (StatusCode::UNAUTHORIZED, self.config.refused.clone()),
+            Refusal::Unauthorized => (self.config.refused_status, self.config.refused.clone()),
             Refusal::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Bytes::from_static(UNAVAILABLE.as_bytes()),
+                self.config.unavailable.clone(),
             ),
         };
         let mut r = Response::new(T::from(body));
