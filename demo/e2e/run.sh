@@ -18,7 +18,7 @@ bin="$target_dir/release/baton-demo"
 # A free port: ask the kernel for one, then hand it to the server.
 port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
 log="$(mktemp)"
-"$bin" --listen "127.0.0.1:$port" --user 'e2e@example.com:e2e-password' >"$log" 2>&1 &
+"$bin" --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 --user 'e2e@example.com:e2e-password' >"$log" 2>&1 &
 server=$!
 stop() {
   kill -TERM "$server" 2>/dev/null || true

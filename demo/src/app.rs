@@ -1,7 +1,9 @@
 //! What the server holds: the store, the users, and its limits.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use baton::http::BatonLayer;
 use baton::{Backend, Clock, Store, SystemClock};
 
 use crate::cors::Cors;
@@ -43,8 +45,12 @@ impl Default for Limits {
 /// [`baton::RedisStore`].
 #[derive(Debug)]
 pub struct AppState<B: Backend = Store<SystemClock>> {
-    /// The sessions.
-    pub store: B,
+    /// The sessions, shared with the authentication layer.
+    pub store: Arc<B>,
+    /// The authentication layer every protected route goes through (each route with
+    /// its own refusal shape); its clones share one set of refusal counters, which
+    /// `/metrics` reports.
+    pub layer: BatonLayer<B>,
     /// Who may sign in.
     pub users: Users,
     /// Which origins may read responses.
@@ -56,7 +62,7 @@ pub struct AppState<B: Backend = Store<SystemClock>> {
     /// Removes expired sessions from the store, returning how many: set for the
     /// embedded store, `None` for Redis, which expires keys by their TTL.
     pub sweep: Option<fn(&B) -> usize>,
-    /// Rejections made before the store sees a credential, and store outages.
+    /// Failed sign-ins, and store outages outside the layer.
     pub counters: ServerCounters,
 }
 
@@ -74,7 +80,9 @@ impl<B: Backend> AppState<B> {
     /// A state over any backend, with default CORS (any origin) and limits, and no
     /// sweep: a shared backend reclaims expired sessions by itself.
     pub fn with_backend(store: B, users: Users) -> Self {
+        let store = Arc::new(store);
         AppState {
+            layer: BatonLayer::new(Arc::clone(&store)),
             store,
             users,
             cors: Cors::default(),

@@ -4,7 +4,6 @@ use bytes::Bytes;
 use http::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
 use http::StatusCode;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use crate::app::Limits;
 
@@ -24,11 +23,11 @@ const TOO_LARGE: BodyError = BodyError {
 
 /// Reads the whole body, refusing one that is declared or turns out too large, or that
 /// does not arrive within the body read timeout (a slow client cannot hold a task).
-pub async fn read(
-    headers: &HeaderMap,
-    body: Incoming,
-    limits: &Limits,
-) -> Result<Bytes, BodyError> {
+pub async fn read<B>(headers: &HeaderMap, body: B, limits: &Limits) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -38,6 +38,10 @@ pub struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
+    /// Address `/metrics` is served on: its own listener, loopback by default, never the
+    /// API's (per-reason counters would tell clients what the uniform 401 hides).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_listen: SocketAddr,
     /// Where sessions live: `memory` (this process only) or `redis://HOST:PORT/DB`
     /// (shared by every server on that Redis).
     #[arg(long, value_name = "memory|redis://HOST:PORT/DB", default_value = "memory", value_parser = StoreArg::parse)]

@@ -1,11 +1,13 @@
 //! A devise_token_auth-compatible HTTP server over a [`baton`] store: the wire
 //! protocol of SPEC §3, so that existing front-end client libraries work unchanged.
 //!
-//! The binary (`src/main.rs`) parses flags with [`Cli`] and calls [`serve`]; tests
-//! build an [`AppState`] around a store of their own (one on [`baton::ManualClock`]
-//! to move time by hand) and serve it on port 0. [`handle`] answers one request and
-//! [`serve_with`] serves a wrapper of it, for servers that wrap the routes (the load
-//! test's echoing server, `src/bin/baton-load.rs`, does).
+//! An axum app on baton's tower layer (`baton::http::BatonLayer`), served by hyper
+//! with hyper-util's connection settings (header read timeout, read buffer, keep-alive,
+//! graceful shutdown). The binary (`src/main.rs`) parses flags with [`Cli`] and calls
+//! [`serve`] and [`serve_metrics`]; tests build an [`AppState`] around a store of their
+//! own (one on [`baton::ManualClock`] to move time by hand) and serve it on port 0.
+//! [`app()`] is the API's router and [`serve_with`] serves a wrapper of it, for servers
+//! that wrap the routes (the load test's echoing server, `src/bin/baton-load.rs`, does).
 //!
 //! # Stores
 //! The server is generic over [`baton::Backend`]. `--store memory` (the default) keeps
@@ -18,14 +20,24 @@
 //! must answer when the server starts (else it exits naming `--store`).
 //!
 //! # Decisions where SPEC is silent
-//! - Every refused credential, whatever the reason, gets the endpoint's one 401 body;
-//!   the reason goes only to `/metrics` and a debug log line.
+//! - Every refused credential, whatever the reason, gets the endpoint's one 401 body
+//!   (the layer's, configured per route); the reason goes only to `/metrics` and a
+//!   `tracing` event of target `baton`.
 //! - Credentials that cannot be read (missing, too long, not UTF-8, bad
 //!   `Authorization`) are refused like a wrong token, counted as
 //!   `missing_credentials` or `malformed_credentials`.
-//! - `sign_out` authenticates first (rotating like any request), then revokes.
+//! - `sign_out` authenticates first (rotating like any request), then revokes; without
+//!   a session (none sent, or refused) it answers devise's 404.
+//! - `/metrics` is served on its own listener (`--metrics-listen`, 127.0.0.1:9464 by
+//!   default) and never on the API's, which answers 404 there. Its answers allow the
+//!   API listener's own origin (`http://` and its address) and no other.
+//! - CORS is tower-http's `CorsLayer` outside everything: with `--allowed-origins`, an
+//!   origin not listed gets no `Access-Control-Allow-Origin` at all (so its browser
+//!   refuses the answer), and `Access-Control-Expose-Headers` is sent on actual
+//!   answers, where Fetch reads it, not on preflights.
 //! - Any `GET /api/...` path is authenticated before routing, so an unknown resource
-//!   is a 404 that still carries the next credentials.
+//!   is a 404 that still carries the next credentials. A wrong method is a 405 before
+//!   any authentication (the layer sits on each method's route).
 //! - A request head over [`Limits::max_header_bytes`] gets a JSON 431; one over
 //!   hyper's 64 KiB read buffer, or with more than 100 headers, gets hyper's bare 431,
 //!   and a request hyper cannot parse at all its bare 400 (hyper answers those before
@@ -50,10 +62,11 @@ mod metrics;
 mod reply;
 mod routes;
 mod server;
+mod sign_in;
 pub mod users;
 
 pub use app::{AppState, Limits};
 pub use baton::http::{ACCESS_TOKEN, CLIENT, EXPIRY, TOKEN_TYPE, UID};
 pub use cli::Cli;
-pub use routes::handle;
-pub use server::{serve, serve_with};
+pub use routes::{app, metrics_app};
+pub use server::{serve, serve_metrics, serve_with};

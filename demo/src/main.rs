@@ -11,6 +11,7 @@
 //!
 //! then send the `access-token`, `client` and `uid` headers it answers to
 //! `GET /api/me`, and the new ones each answer carries to the next request.
+//! `/metrics` is on its own listener, 127.0.0.1:9464 by default (`--metrics-listen`).
 //! SIGINT or SIGTERM stop it after in-flight requests finish.
 //!
 //! Sessions live in the process by default (`--store memory`). To share them between
@@ -37,7 +38,7 @@ use tokio::net::TcpListener;
 async fn main() -> ExitCode {
     let args = Cli::parse();
     init_log(args.verbose);
-    let (listen, demo_user) = (args.listen, args.users.is_empty());
+    let (listen, demo_user) = ((args.listen, args.metrics_listen), args.users.is_empty());
     // The plain-text passwords are hashed into the state: keep no copy while serving.
     match args.store.clone() {
         StoreArg::Memory => {
@@ -55,7 +56,7 @@ async fn main() -> ExitCode {
 
 async fn run<B: Backend + 'static>(
     state: Result<AppState<B>, FlagError>,
-    listen: SocketAddr,
+    (listen, metrics_listen): (SocketAddr, SocketAddr),
     demo_user: bool,
 ) -> ExitCode {
     let state = match state {
@@ -72,13 +73,38 @@ async fn run<B: Backend + 'static>(
             return ExitCode::FAILURE;
         }
     };
+    let metrics_listener = match TcpListener::bind(metrics_listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {metrics_listen} (--metrics-listen): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let addr = listener.local_addr().map_or(listen, |a| a);
+    let metrics_addr = metrics_listener.local_addr().map_or(metrics_listen, |a| a);
     println!("baton-demo listening on http://{addr}");
+    println!("metrics on http://{metrics_addr}/metrics");
+    let state = Arc::new(state);
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    // The page served by the API listener reads the counters from its own origin.
+    let api_origin = http::HeaderValue::from_str(&format!("http://{addr}"))
+        .unwrap_or(http::HeaderValue::from_static("null"));
+    let metrics = tokio::spawn(baton_demo::serve_metrics(
+        metrics_listener,
+        Arc::clone(&state),
+        api_origin,
+        async {
+            let _ = metrics_stopped.await;
+        },
+    ));
     if demo_user {
         let (email, password) = cli::DEMO_USER;
         println!("demo user: {email} / password: {password}");
     }
-    match serve(listener, Arc::new(state), stop_signal()).await {
+    let served = serve(listener, state, stop_signal()).await;
+    let _ = stop_metrics.send(());
+    let _ = metrics.await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

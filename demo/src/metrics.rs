@@ -4,16 +4,14 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use baton::http::LayerStats;
 use baton::Stats;
 
-/// Rejections the server makes before the store sees a credential. Only refused
-/// requests touch these, so one shared counter each costs nothing on the good path.
+/// What the server counts besides the store and the layer (whose refusals of missing
+/// and unreadable credentials, and outages, are its [`LayerStats`]). Only failures
+/// touch these, so one shared counter each costs nothing on the good path.
 #[derive(Debug, Default)]
 pub struct ServerCounters {
-    /// Protected requests without any credentials.
-    pub missing_credentials: AtomicU64,
-    /// Protected requests whose credentials could not be read.
-    pub malformed_credentials: AtomicU64,
     /// Sign-ins refused for a wrong address or password.
     pub sign_in_failures: AtomicU64,
     /// Calls the session store could not answer (each a 503, or a scrape without
@@ -30,8 +28,9 @@ impl ServerCounters {
 
 /// Renders the text exposition format. `live` is the store's session count, `None`
 /// when the store could not be asked: the gauge is then left out, not reported as 0.
-/// `s` counts this process's answers only, also when the store is shared.
-pub fn render(s: &Stats, live: Option<u64>, server: &ServerCounters) -> String {
+/// `s` counts this process's answers only, also when the store is shared; `layer` the
+/// authentication layer's refusals and outages.
+pub fn render(s: &Stats, live: Option<u64>, server: &ServerCounters, layer: &LayerStats) -> String {
     let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let mut out = String::with_capacity(2048);
     let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
@@ -83,14 +82,8 @@ pub fn render(s: &Stats, live: Option<u64>, server: &ServerCounters) -> String {
             ("{reason=\"replayed\"}", s.replayed),
             ("{reason=\"invalid_token\"}", s.invalid_token),
             ("{reason=\"bad_input\"}", s.bad_input),
-            (
-                "{reason=\"missing_credentials\"}",
-                r(&server.missing_credentials),
-            ),
-            (
-                "{reason=\"malformed_credentials\"}",
-                r(&server.malformed_credentials),
-            ),
+            ("{reason=\"missing_credentials\"}", layer.missing),
+            ("{reason=\"malformed_credentials\"}", layer.unreadable),
         ],
     );
     family(
@@ -113,7 +106,7 @@ pub fn render(s: &Stats, live: Option<u64>, server: &ServerCounters) -> String {
         "baton_store_unavailable_total",
         "counter",
         "Calls the session store did not answer: requests answered 503, scrapes without baton_sessions.",
-        &[("", r(&server.store_unavailable))],
+        &[("", r(&server.store_unavailable) + layer.unavailable)],
     );
     out
 }

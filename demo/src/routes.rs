@@ -1,90 +1,120 @@
-//! The endpoints of SPEC §3 and the one authentication step in front of them.
+//! The endpoints of SPEC §3 as an axum app: baton's layer in front of every protected
+//! route, tower-http's CORS around everything.
 
-use http::header::{HeaderValue, ALLOW, ORIGIN};
-use http::{Method, Request, StatusCode};
-use hyper::body::Incoming;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, MethodRouter};
+use axum::Router;
+use http::header::HeaderValue;
+use http::{Method, StatusCode};
 use serde_json::{json, Value};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use baton::http::{self as codec, AuthHeaders, CredentialError};
+use baton::http::{Session, ALLOWED_HEADERS, CREDENTIAL_HEADERS};
 use baton::{Backend, BackendError};
 
 use crate::app::AppState;
-use crate::body;
 use crate::cors::Cors;
 use crate::metrics::{self, ServerCounters};
 use crate::reply::{self, Reply};
+use crate::sign_in::sign_in;
 use crate::users::User;
 
-const BAD_LOGIN: &str = "Invalid login credentials. Please try again.";
-const NOT_SIGNED_IN: &str = "You need to sign in or sign up before continuing.";
+pub(crate) const NOT_SIGNED_IN: &str = "You need to sign in or sign up before continuing.";
 const INVALID_TOKEN: &str = "Invalid login credentials";
 const SIGN_OUT_UNKNOWN: &str = "User was not found or was not logged in.";
-const UNAVAILABLE: &str = "The session store is unavailable. Please try again shortly.";
+pub(crate) const UNAVAILABLE: &str = "The session store is unavailable. Please try again shortly.";
 
 const ITEMS: [(u64, &str); 3] = [(1, "baton"), (2, "relay shoes"), (3, "stopwatch")];
 
-/// Answers one request as the server does: every answer, errors included, carries
-/// the CORS headers. [`serve`](crate::serve) calls it for each request; it is public
-/// for servers that wrap it (`baton-load` does, to measure the protocol's bytes alone).
-pub async fn handle<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Reply {
-    let origin = req.headers().get(ORIGIN).cloned();
-    let mut reply = route(state, req).await;
-    state.cors.apply(origin.as_ref(), reply.headers_mut());
-    reply
+type Shared<B> = Arc<AppState<B>>;
+
+/// The whole API: what [`serve`](crate::serve) answers every request with. Public for
+/// servers that wrap it (`baton-load`'s echoing server does, to measure the protocol's
+/// bytes alone).
+pub fn app<B: Backend + 'static>(state: Shared<B>) -> Router {
+    let layer = state
+        .layer
+        .clone()
+        .unavailable_body(devise_failure(UNAVAILABLE));
+    // Each route is authenticated only once its method matched, so a wrong method is a
+    // 405 whatever the credentials, as before the layer.
+    let protected = |route: MethodRouter<Shared<B>>| route.route_layer(layer.clone());
+    let validate = layer.clone().refusal_body(devise_failure(INVALID_TOKEN));
+    // devise answers a sign-out without a session (none sent, or refused) with 404.
+    let sign_out_layer = layer
+        .clone()
+        .optional()
+        .refusal_status(StatusCode::NOT_FOUND)
+        .refusal_body(devise_failure(SIGN_OUT_UNKNOWN));
+    let router = Router::new()
+        .route("/auth/sign_in", post(sign_in::<B>))
+        .route(
+            "/auth/validate_token",
+            get(validate_token::<B>).route_layer(validate),
+        )
+        .route(
+            "/auth/sign_out",
+            delete(sign_out::<B>).route_layer(sign_out_layer),
+        )
+        .route("/public/items", get(items))
+        .route("/api/", protected(get(api::<B>)))
+        .route("/api/{*rest}", protected(get(api::<B>)))
+        .fallback(|| async { reply::failure(StatusCode::NOT_FOUND, "no such path") })
+        .method_not_allowed_fallback(|| async {
+            reply::failure(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        })
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            limit_head::<B>,
+        ))
+        .with_state(Arc::clone(&state));
+    router.layer(cors(&state.cors))
 }
 
-async fn route<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Reply {
+/// tower-http's CORS from the `--allowed-origins` setting and baton's name lists, outside
+/// everything else so that refusals carry it too and preflights never reach the layer.
+fn cors(origins: &Cors) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers(ALLOWED_HEADERS)
+        .expose_headers(CREDENTIAL_HEADERS)
+        .max_age(std::time::Duration::from_secs(600));
+    match origins {
+        Cors::Any => layer.allow_origin(Any),
+        Cors::Only(list) => layer.allow_origin(AllowOrigin::list(list.iter().cloned())),
+    }
+}
+
+/// A request head over [`Limits::max_header_bytes`](crate::Limits) gets a JSON 431
+/// before anything reads its headers.
+async fn limit_head<B: Backend>(
+    State(state): State<Shared<B>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if head_size(&req) > state.limits.max_header_bytes {
         return reply::failure(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request headers are too large",
-        );
+        )
+        .into_response();
     }
-    let method = req.method().clone();
-    if method == Method::OPTIONS {
-        let mut r = reply::json(StatusCode::NO_CONTENT, &Value::Null);
-        *r.body_mut() = Default::default();
-        r.headers_mut().remove(http::header::CONTENT_TYPE);
-        Cors::preflight(r.headers_mut());
-        return r;
-    }
-    let path = req.uri().path().to_owned();
-    let allowed = match path.as_str() {
-        "/auth/sign_in" => Method::POST,
-        "/auth/sign_out" => Method::DELETE,
-        "/auth/validate_token" | "/metrics" | "/public/items" => Method::GET,
-        p if p.starts_with("/api/") => Method::GET,
-        _ => return reply::failure(StatusCode::NOT_FOUND, "no such path"),
-    };
-    if method != allowed {
-        let mut r = reply::failure(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-        r.headers_mut().insert(
-            ALLOW,
-            HeaderValue::from_str(allowed.as_str()).unwrap_or(HeaderValue::from_static("GET")),
-        );
-        return r;
-    }
-    match path.as_str() {
-        "/auth/sign_in" => sign_in(state, req).await,
-        "/auth/sign_out" => sign_out(state, &req).await,
-        "/metrics" => metrics_reply(state).await,
-        "/public/items" => items(),
-        "/auth/validate_token" => {
-            authenticated(state, &req, INVALID_TOKEN, true, |user| {
-                reply::json(
-                    StatusCode::OK,
-                    &json!({ "success": true, "data": user_json(user) }),
-                )
-            })
-            .await
-        }
-        _ => authenticated(state, &req, NOT_SIGNED_IN, false, |user| api(&path, user)).await,
-    }
+    next.run(req).await
 }
 
 /// The request line and headers as hyper received them, near enough: what a client
 /// made the server hold in memory.
-fn head_size<B>(req: &Request<B>) -> usize {
+fn head_size<B>(req: &http::Request<B>) -> usize {
     let uri = req.uri();
     let uri = uri.path_and_query().map_or(1, |p| p.as_str().len())
         + uri.authority().map_or(0, |a| a.as_str().len() + 8);
@@ -93,7 +123,12 @@ fn head_size<B>(req: &Request<B>) -> usize {
         .fold(uri + 16, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
-fn user_json(user: &User) -> Value {
+/// devise_token_auth's error shape for its own endpoints, as a layer's body.
+fn devise_failure(message: &str) -> String {
+    json!({ "success": false, "errors": [message] }).to_string()
+}
+
+pub(crate) fn user_json(user: &User) -> Value {
     json!({
         "id": user.id,
         "email": user.email,
@@ -103,44 +138,14 @@ fn user_json(user: &User) -> Value {
     })
 }
 
-async fn sign_in<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Reply {
-    let (parts, incoming) = req.into_parts();
-    let bytes = match body::read(&parts.headers, incoming, &state.limits).await {
-        Ok(b) => b,
-        Err(e) => return reply::failure(e.status, e.message),
-    };
-    let form = match body::parse_sign_in(&parts.headers, &bytes) {
-        Ok(f) => f,
-        Err(message) => return reply::failure(StatusCode::BAD_REQUEST, message),
-    };
-    let (Some(email), Some(password)) = (form.email, form.password) else {
-        ServerCounters::bump(&state.counters.sign_in_failures);
-        return reply::failure(StatusCode::UNAUTHORIZED, BAD_LOGIN);
-    };
-    let Some(user) = state.users.verify(&email, &password) else {
-        ServerCounters::bump(&state.counters.sign_in_failures);
-        log::debug!("sign-in refused");
-        return reply::failure(StatusCode::UNAUTHORIZED, BAD_LOGIN);
-    };
-    let headers = match state.store.issue(&user.email).await {
-        Ok(c) => AuthHeaders::new(&c),
-        Err(BackendError::Refused(_)) => None,
-        Err(e) => return unavailable(state, "sign-in", &e),
-    };
-    let Some(headers) = headers else {
-        // Users are checked to be valid uids when added, so this is unreachable; a
-        // refusal is still better than a crash.
-        return reply::failure(StatusCode::UNAUTHORIZED, BAD_LOGIN);
-    };
-    let mut r = reply::json(StatusCode::OK, &json!({ "data": user_json(user) }));
-    headers.apply(r.headers_mut());
-    r
-}
-
 /// The store could not answer: 503 in devise_token_auth's error shape, without token
 /// headers, so that clients keep the credentials they hold. Never a 401, which would
 /// make them sign the user out.
-fn unavailable<B: Backend>(state: &AppState<B>, what: &str, u: &dyn std::fmt::Display) -> Reply {
+pub(crate) fn unavailable<B: Backend>(
+    state: &AppState<B>,
+    what: &str,
+    u: &dyn std::fmt::Display,
+) -> Reply {
     ServerCounters::bump(&state.counters.store_unavailable);
     // The detail names the failure (refused, timed out), never a credential.
     log::warn!("{what}: {u}");
@@ -150,125 +155,49 @@ fn unavailable<B: Backend>(state: &AppState<B>, what: &str, u: &dyn std::fmt::Di
     r
 }
 
-/// Checks and rotates the request's credentials once, runs `handler`, and puts the
-/// session's next credentials on whatever it answers. A refusal is the same 401
-/// whatever the reason; the reason goes to the metrics and a debug line only. A store
-/// that cannot answer gets a 503 instead, and the handler does not run.
-async fn authenticated<B: Backend>(
-    state: &AppState<B>,
-    req: &Request<Incoming>,
-    refusal: &str,
-    devise_shape: bool,
-    handler: impl FnOnce(&User) -> Reply,
-) -> Reply {
-    let refuse = || {
-        if devise_shape {
-            reply::failure(StatusCode::UNAUTHORIZED, refusal)
-        } else {
-            reply::errors(StatusCode::UNAUTHORIZED, refusal)
-        }
-    };
-    match check(state, req).await {
-        Ok(ok) => {
-            let mut r = handler(ok.user);
-            ok.headers.apply(r.headers_mut());
-            r
-        }
-        Err(Failed::Refused) => refuse(),
-        Err(Failed::Unavailable(u)) => unavailable(state, req.uri().path(), &u),
+async fn validate_token<B: Backend>(State(state): State<Shared<B>>, session: Session) -> Reply {
+    match state.users.find(session.uid()) {
+        Some(user) => reply::json(
+            StatusCode::OK,
+            &json!({ "success": true, "data": user_json(user) }),
+        ),
+        // Users are never removed while serving: a session is always a user's.
+        None => reply::failure(StatusCode::UNAUTHORIZED, INVALID_TOKEN),
     }
 }
 
-/// A request that passed the authentication step.
-struct Checked<'s, 'r> {
-    headers: AuthHeaders,
-    user: &'s User,
-    client: std::borrow::Cow<'r, str>,
-}
-
-/// Why the authentication step let a request through no further.
-enum Failed {
-    /// The credentials were refused (already counted and logged): 401.
-    Refused,
-    /// The store could not answer (what went wrong, for the log): 503.
-    Unavailable(String),
-}
-
-/// The one authentication step.
-async fn check<'s, 'r, B: Backend>(
-    state: &'s AppState<B>,
-    req: &'r Request<Incoming>,
-) -> Result<Checked<'s, 'r>, Failed> {
-    let sent = match codec::read_credentials(req.headers()) {
-        Ok(c) => c,
-        Err(e) => {
-            let counter = match e {
-                CredentialError::Missing => &state.counters.missing_credentials,
-                _ => &state.counters.malformed_credentials,
-            };
-            ServerCounters::bump(counter);
-            log::debug!("{} {}: refused: {e}", req.method(), req.uri().path());
-            return Err(Failed::Refused);
-        }
+async fn sign_out<B: Backend>(
+    State(state): State<Shared<B>>,
+    session: Option<Session>,
+) -> Response {
+    // Authenticated first by the layer (a stolen client id alone signs no one out).
+    let Some(session) = session else {
+        return reply::failure(StatusCode::NOT_FOUND, SIGN_OUT_UNKNOWN).into_response();
     };
-    match state
-        .store
-        .authenticate(&sent.uid, &sent.client, &sent.token)
-        .await
-    {
-        Ok(ok) => {
-            let headers =
-                AuthHeaders::for_request(ok.credentials(), &sent).ok_or(Failed::Refused)?;
-            let user = state.users.find(&sent.uid).ok_or(Failed::Refused)?;
-            Ok(Checked {
-                headers,
-                user,
-                client: sent.client,
-            })
+    match session.sign_out(&*state.store).await {
+        Ok(out) if out.was_live() => (
+            out,
+            reply::json(StatusCode::OK, &json!({ "success": true })),
+        )
+            .into_response(),
+        Ok(out) => (out, reply::failure(StatusCode::NOT_FOUND, SIGN_OUT_UNKNOWN)).into_response(),
+        Err(BackendError::Refused(_)) => {
+            reply::failure(StatusCode::NOT_FOUND, SIGN_OUT_UNKNOWN).into_response()
         }
-        Err(BackendError::Refused(rejection)) => {
-            log::debug!(
-                "{} {}: refused: {}",
-                req.method(),
-                req.uri().path(),
-                rejection.reason()
-            );
-            Err(Failed::Refused)
-        }
-        // `Unavailable`, and any failure `BackendError` may add: none of them says
-        // the credential is bad, so none is a 401.
-        Err(e) => Err(Failed::Unavailable(e.to_string())),
+        Err(e) => unavailable(&state, "sign-out", &e).into_response(),
     }
 }
 
-async fn sign_out<B: Backend>(state: &AppState<B>, req: &Request<Incoming>) -> Reply {
-    // Authenticating first means a stolen client id alone cannot sign anyone out.
-    let ended = match check(state, req).await {
-        Ok(ok) => match state.store.revoke(&ok.user.email, &ok.client).await {
-            Ok(live) => live,
-            Err(BackendError::Refused(_)) => false,
-            Err(e) => return unavailable(state, "sign-out", &e),
-        },
-        Err(Failed::Refused) => false,
-        Err(Failed::Unavailable(u)) => return unavailable(state, "sign-out", &u),
+/// Every `GET /api/...` path, authenticated before routing, so that an unknown
+/// resource is a 404 that still carries the next credentials.
+async fn api<B: Backend>(State(state): State<Shared<B>>, session: Session, req: Request) -> Reply {
+    let Some(user) = state.users.find(session.uid()) else {
+        return reply::errors(StatusCode::UNAUTHORIZED, NOT_SIGNED_IN);
     };
-    if ended {
-        let mut r = reply::json(StatusCode::OK, &json!({ "success": true }));
-        r.headers_mut().insert(
-            http::header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        );
-        r
-    } else {
-        reply::failure(StatusCode::NOT_FOUND, SIGN_OUT_UNKNOWN)
-    }
-}
-
-fn api(path: &str, user: &User) -> Reply {
     let item = |(id, name): (u64, &str)| json!({ "id": id, "name": name });
-    match path.trim_end_matches('/') {
+    match req.uri().path().trim_end_matches('/') {
         "/api/me" => reply::json(StatusCode::OK, &json!({ "data": user_json(user) })),
-        "/api/items" => items(),
+        "/api/items" => items().await,
         p => match p
             .strip_prefix("/api/items/")
             .and_then(|id| id.parse::<u64>().ok())
@@ -282,7 +211,7 @@ fn api(path: &str, user: &User) -> Reply {
 
 /// The item list; also served without authentication at `/public/items`, the load
 /// test's baseline, so that the two differ by the authentication step alone.
-fn items() -> Reply {
+async fn items() -> Reply {
     let item = |(id, name): (u64, &str)| json!({ "id": id, "name": name });
     reply::json(
         StatusCode::OK,
@@ -290,10 +219,23 @@ fn items() -> Reply {
     )
 }
 
+/// The metrics listener's app: `GET /metrics` and nothing else, readable by scripts of
+/// the API listener's own origin (`api_origin`) only.
+pub fn metrics_app<B: Backend + 'static>(state: Shared<B>, api_origin: HeaderValue) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_reply::<B>))
+        .fallback(|| async { reply::failure(StatusCode::NOT_FOUND, "no such path") })
+        .method_not_allowed_fallback(|| async {
+            reply::failure(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        })
+        .with_state(state)
+        .layer(CorsLayer::new().allow_origin(api_origin))
+}
+
 /// Always 200 while the server runs: a scrape that failed with the store would lose
 /// the counters too. When the store cannot count its sessions, `baton_store_up` is 0
 /// and `baton_sessions` is left out rather than reported as 0.
-async fn metrics_reply<B: Backend>(state: &AppState<B>) -> Reply {
+async fn metrics_reply<B: Backend>(State(state): State<Shared<B>>) -> Reply {
     let live = match state.store.live().await {
         Ok(n) => Some(n),
         Err(u) => {
@@ -302,7 +244,12 @@ async fn metrics_reply<B: Backend>(state: &AppState<B>) -> Reply {
             None
         }
     };
-    let text = metrics::render(&state.store.stats(), live, &state.counters);
+    let text = metrics::render(
+        &state.store.stats(),
+        live,
+        &state.counters,
+        &state.layer.stats(),
+    );
     let mut r = http::Response::new(text.into());
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,

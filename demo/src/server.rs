@@ -6,8 +6,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::response::{IntoResponse, Response};
+use axum::Router;
 use baton::Backend;
-use http::Request;
+use http::{HeaderValue, Request};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -15,8 +17,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::app::AppState;
-use crate::reply::Reply;
+use tower::ServiceExt;
+
+use crate::app::{AppState, Limits};
 use crate::routes;
 
 /// hyper's read buffer, which bounds a request head before the server sees it. It is
@@ -43,30 +46,56 @@ pub async fn serve<B: Backend + 'static>(
             sweeper.abort();
         }
     };
-    serve_with(listener, state, shutdown, |state, req| async move {
-        routes::handle(&state, req).await
-    })
+    let app = routes::app(Arc::clone(&state));
+    serve_with(
+        listener,
+        &state.limits,
+        app,
+        shutdown,
+        |app, req| async move { app.oneshot(req).await.into_response() },
+    )
     .await
 }
 
-/// [`serve`] with `handler` answering each request instead of [`handle`](crate::handle),
-/// and no sweep: the connection settings, accept loop and graceful shutdown of the
-/// server, for servers that wrap its routes (the load test's echoing server,
-/// `src/bin/baton-load.rs`, does).
-pub async fn serve_with<B, H, F>(
+/// Serves `/metrics` ([`metrics_app`](crate::metrics_app)) on its own `listener`, never
+/// the API's: per-reason counters would tell a client what the uniform 401 hides.
+/// `api_origin` (`http://` and the API listener's address) is the one origin whose
+/// scripts may read it.
+pub async fn serve_metrics<B: Backend + 'static>(
     listener: TcpListener,
     state: Arc<AppState<B>>,
+    api_origin: HeaderValue,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let app = routes::metrics_app(Arc::clone(&state), api_origin);
+    serve_with(
+        listener,
+        &state.limits,
+        app,
+        shutdown,
+        |app, req| async move { app.oneshot(req).await.into_response() },
+    )
+    .await
+}
+
+/// [`serve`] with `handler` answering each request with `app` (a clone per request, which
+/// is an `Arc`'s), and no sweep: the connection settings, accept loop and graceful
+/// shutdown of the server, for servers that wrap its routes (the load test's echoing
+/// server, `src/bin/baton-load.rs`, does).
+pub async fn serve_with<H, F>(
+    listener: TcpListener,
+    limits: &Limits,
+    app: Router,
     shutdown: impl Future<Output = ()>,
     handler: H,
 ) -> io::Result<()>
 where
-    B: Backend + 'static,
-    H: Fn(Arc<AppState<B>>, Request<Incoming>) -> F + Clone + Send + 'static,
-    F: Future<Output = Reply> + Send + 'static,
+    H: Fn(Router, Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Response> + Send + 'static,
 {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(state.limits.header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(READ_BUFFER)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
@@ -87,9 +116,9 @@ where
         };
         // Small responses: send each at once instead of waiting for more to coalesce.
         let _ = stream.set_nodelay(true);
-        let (state, handler) = (Arc::clone(&state), handler.clone());
+        let (app, handler) = (app.clone(), handler.clone());
         let service = service_fn(move |req| {
-            let answer = handler(Arc::clone(&state), req);
+            let answer = handler(app.clone(), req);
             async move { Ok::<_, Infallible>(answer.await) }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
@@ -104,7 +133,7 @@ where
     log::info!("shutting down: waiting for in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => log::info!("all connections closed"),
-        () = tokio::time::sleep(state.limits.shutdown_grace) => {
+        () = tokio::time::sleep(limits.shutdown_grace) => {
             log::warn!("shutdown grace period over; dropping remaining connections");
         }
     }
@@ -112,7 +141,11 @@ where
 }
 
 async fn sweep<B: Backend>(state: Arc<AppState<B>>, sweep_once: fn(&B) -> usize) {
-    let mut tick = tokio::time::interval(state.sweep_interval);
+    // The first sweep one interval after start, not at once: a store just built holds
+    // nothing expired, and a sweep that ran whenever the task was first scheduled
+    // would race what the first requests do with a hand-moved clock.
+    let period = state.sweep_interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

@@ -207,8 +207,15 @@ async fn unknown_paths_and_methods_are_404_and_405() {
     )
     .await;
     survives(
-        async |s| s.request("BREW", "/metrics", &[], b"").await,
+        async |s| s.request("BREW", "/public/items", &[], b"").await,
         405,
+        true,
+    )
+    .await;
+    // The counters are served on their own listener only.
+    survives(
+        async |s| s.request("GET", "/metrics", &[], b"").await,
+        404,
         true,
     )
     .await;

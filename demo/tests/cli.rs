@@ -25,6 +25,7 @@ fn help_lists_every_flag_with_its_default() {
     assert!(ok, "{text}");
     for flag in [
         "--listen",
+        "--metrics-listen",
         "--batch-window-ms",
         "--min-rotation-interval-ms",
         "--recovery-window-ms",
@@ -43,6 +44,7 @@ fn help_lists_every_flag_with_its_default() {
     }
     for default in [
         "127.0.0.1:3000",
+        "127.0.0.1:9464",
         "[default: 5000]",
         "[default: 1209600]",
         "[default: reject]",

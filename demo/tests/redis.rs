@@ -241,7 +241,7 @@ async fn redis_gone_answers_503_within_bounded_time_and_recovers() {
     assert_unavailable("validate_token", &r);
     let r = bounded("sign-out", sign_out(&s, &c0)).await;
     assert_unavailable("sign-out", &r);
-    let r = bounded("metrics", s.request("GET", "/metrics", &[], b"")).await;
+    let r = bounded("metrics", s.metrics(&[])).await;
     assert_eq!(r.status, 200, "a scrape still answers: {r:?}");
     assert!(r.text().contains("\nbaton_store_up 0\n"), "{}", r.text());
     assert!(!r.text().contains("\nbaton_sessions "), "{}", r.text());

@@ -126,21 +126,23 @@ fn start_servers(args: &Args) -> (Servers, tokio::runtime::Runtime) {
 }
 
 /// Serves every request with the real routes and connection settings
-/// (`baton_demo::serve_with` around `baton_demo::handle`), then puts on the answer
+/// (`baton_demo::serve_with` around `baton_demo::app`), then puts on the answer
 /// the six headers a rotating answer carries: `access-token`, `client` and `uid` as
 /// the request sent them, `token-type`, an `expiry` of the same length, and
 /// `Cache-Control`. Nothing is authenticated: the difference between this and the
 /// real server is the authentication work alone, and the difference between this and
 /// the unauthenticated phase the protocol's bytes alone.
 async fn echo_credentials(listener: TcpListener, state: Arc<AppState>) {
+    use axum::response::IntoResponse;
     use baton_demo::{ACCESS_TOKEN, CLIENT, EXPIRY, TOKEN_TYPE, UID};
     use http::header::{HeaderValue, CACHE_CONTROL};
-    let echo = |state: Arc<AppState>, req: http::Request<hyper::body::Incoming>| async move {
+    use tower::ServiceExt;
+    let echo = |app: axum::Router, req: http::Request<hyper::body::Incoming>| async move {
         let echoed = [ACCESS_TOKEN, CLIENT, UID].map(|name| {
             let value = req.headers().get(&name).cloned();
             (name, value)
         });
-        let mut reply = baton_demo::handle(&state, req).await;
+        let mut reply = app.oneshot(req).await.into_response();
         let headers = reply.headers_mut();
         for (name, value) in echoed {
             if let Some(value) = value {
@@ -152,7 +154,9 @@ async fn echo_credentials(listener: TcpListener, state: Arc<AppState>) {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         reply
     };
-    let served = baton_demo::serve_with(listener, state, std::future::pending(), echo).await;
+    let app = baton_demo::app(Arc::clone(&state));
+    let served =
+        baton_demo::serve_with(listener, &state.limits, app, std::future::pending(), echo).await;
     if let Err(e) = served {
         eprintln!("baton-load: the echoing server stopped: {e}");
     }
