@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
@@ -61,18 +60,33 @@ pub fn app<B: Backend + 'static>(state: Shared<B>) -> Router {
             delete(sign_out::<B>).route_layer(sign_out_layer),
         )
         .route("/public/items", get(items))
+        // The two resources by name (no path parameters to extract), and every other
+        // `/api/...` path through the same handler.
+        .route("/api/me", protected(get(api::<B>)))
+        .route("/api/items", protected(get(api::<B>)))
         .route("/api/", protected(get(api::<B>)))
         .route("/api/{*rest}", protected(get(api::<B>)))
         .fallback(|| async { reply::failure(StatusCode::NOT_FOUND, "no such path") })
         .method_not_allowed_fallback(|| async {
             reply::failure(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            limit_head::<B>,
-        ))
         .with_state(Arc::clone(&state));
     router.layer(cors(&state.cors))
+}
+
+/// What [`serve`](crate::serve) answers a request whose head is over
+/// [`Limits::max_header_bytes`](crate::Limits) with, before anything reads its headers:
+/// a JSON 431 with the CORS headers every answer carries. A router of its own, so that
+/// the API's requests pay for no middleware that only this case needs.
+pub(crate) fn head_too_large(origins: &Cors) -> Router {
+    Router::new()
+        .fallback(|| async {
+            reply::failure(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request headers are too large",
+            )
+        })
+        .layer(cors(origins))
 }
 
 /// tower-http's CORS from the `--allowed-origins` setting and baton's name lists, outside
@@ -90,31 +104,15 @@ fn cors(origins: &Cors) -> CorsLayer {
         .expose_headers(CREDENTIAL_HEADERS)
         .max_age(std::time::Duration::from_secs(600));
     match origins {
-        Cors::Any => layer.allow_origin(Any),
+        // The same answer for every origin: nothing for caches to vary on.
+        Cors::Any => layer.allow_origin(Any).vary([]),
         Cors::Only(list) => layer.allow_origin(AllowOrigin::list(list.iter().cloned())),
     }
 }
 
-/// A request head over [`Limits::max_header_bytes`](crate::Limits) gets a JSON 431
-/// before anything reads its headers.
-async fn limit_head<B: Backend>(
-    State(state): State<Shared<B>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if head_size(&req) > state.limits.max_header_bytes {
-        return reply::failure(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request headers are too large",
-        )
-        .into_response();
-    }
-    next.run(req).await
-}
-
 /// The request line and headers as hyper received them, near enough: what a client
 /// made the server hold in memory.
-fn head_size<B>(req: &http::Request<B>) -> usize {
+pub(crate) fn head_size<B>(req: &http::Request<B>) -> usize {
     let uri = req.uri();
     let uri = uri.path_and_query().map_or(1, |p| p.as_str().len())
         + uri.authority().map_or(0, |a| a.as_str().len() + 8);

@@ -47,13 +47,16 @@ pub async fn serve<B: Backend + 'static>(
         }
     };
     let app = routes::app(Arc::clone(&state));
-    serve_with(
-        listener,
-        &state.limits,
-        app,
-        shutdown,
-        |app, req| async move { app.oneshot(req).await.into_response() },
-    )
+    let too_large = routes::head_too_large(&state.cors);
+    let max_head = state.limits.max_header_bytes;
+    serve_with(listener, &state.limits, app, shutdown, move |app, req| {
+        let app = if routes::head_size(&req) > max_head {
+            too_large.clone()
+        } else {
+            app
+        };
+        async move { app.oneshot(req).await.into_response() }
+    })
     .await
 }
 
