@@ -68,5 +68,5 @@ pub mod users;
 pub use app::{AppState, Limits};
 pub use baton::http::{ACCESS_TOKEN, CLIENT, EXPIRY, TOKEN_TYPE, UID};
 pub use cli::Cli;
-pub use routes::{app, metrics_app};
+pub use routes::{app, metrics_app, App};
 pub use server::{serve, serve_metrics, serve_with};

@@ -10,7 +10,8 @@ use axum::Router;
 use http::header::HeaderValue;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
-use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower::Layer;
+use tower_http::cors::{AllowOrigin, Any, Cors as CorsService, CorsLayer};
 
 use baton::http::{Session, ALLOWED_HEADERS, CREDENTIAL_HEADERS};
 use baton::{Backend, BackendError};
@@ -31,10 +32,15 @@ const ITEMS: [(u64, &str); 3] = [(1, "baton"), (2, "relay shoes"), (3, "stopwatc
 
 type Shared<B> = Arc<AppState<B>>;
 
+/// A router inside tower-http's CORS: the CORS service wraps the router once, where
+/// `Router::layer` would wrap (and box) every route on its own, costing every request
+/// another boxed service and future.
+pub type App = CorsService<Router>;
+
 /// The whole API: what [`serve`](crate::serve) answers every request with. Public for
 /// servers that wrap it (`baton-load`'s echoing server does, to measure the protocol's
 /// bytes alone).
-pub fn app<B: Backend + 'static>(state: Shared<B>) -> Router {
+pub fn app<B: Backend + 'static>(state: Shared<B>) -> App {
     let layer = state
         .layer
         .clone()
@@ -71,22 +77,20 @@ pub fn app<B: Backend + 'static>(state: Shared<B>) -> Router {
             reply::failure(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
         .with_state(Arc::clone(&state));
-    router.layer(cors(&state.cors))
+    cors(&state.cors).layer(router)
 }
 
 /// What [`serve`](crate::serve) answers a request whose head is over
 /// [`Limits::max_header_bytes`](crate::Limits) with, before anything reads its headers:
 /// a JSON 431 with the CORS headers every answer carries. A router of its own, so that
 /// the API's requests pay for no middleware that only this case needs.
-pub(crate) fn head_too_large(origins: &Cors) -> Router {
-    Router::new()
-        .fallback(|| async {
-            reply::failure(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "request headers are too large",
-            )
-        })
-        .layer(cors(origins))
+pub(crate) fn head_too_large(origins: &Cors) -> App {
+    cors(origins).layer(Router::new().fallback(|| async {
+        reply::failure(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers are too large",
+        )
+    }))
 }
 
 /// tower-http's CORS from the `--allowed-origins` setting and baton's name lists, outside
@@ -219,15 +223,15 @@ async fn items() -> Reply {
 
 /// The metrics listener's app: `GET /metrics` and nothing else, readable by scripts of
 /// the API listener's own origin (`api_origin`) only.
-pub fn metrics_app<B: Backend + 'static>(state: Shared<B>, api_origin: HeaderValue) -> Router {
-    Router::new()
+pub fn metrics_app<B: Backend + 'static>(state: Shared<B>, api_origin: HeaderValue) -> App {
+    let router = Router::new()
         .route("/metrics", get(metrics_reply::<B>))
         .fallback(|| async { reply::failure(StatusCode::NOT_FOUND, "no such path") })
         .method_not_allowed_fallback(|| async {
             reply::failure(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
-        .with_state(state)
-        .layer(CorsLayer::new().allow_origin(api_origin))
+        .with_state(state);
+    CorsLayer::new().allow_origin(api_origin).layer(router)
 }
 
 /// Always 200 while the server runs: a scrape that failed with the store would lose

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use baton::Backend;
 use http::{HeaderValue, Request};
 use hyper::body::Incoming;
@@ -81,19 +80,20 @@ pub async fn serve_metrics<B: Backend + 'static>(
     .await
 }
 
-/// [`serve`] with `handler` answering each request with `app` (a clone per request, which
-/// is an `Arc`'s), and no sweep: the connection settings, accept loop and graceful
+/// [`serve`] with `handler` answering each request with `app` (a clone per request: an
+/// [`App`](crate::routes::App)'s is a few `Arc`s'), and no sweep: the connection settings, accept loop and graceful
 /// shutdown of the server, for servers that wrap its routes (the load test's echoing
 /// server, `src/bin/baton-load.rs`, does).
-pub async fn serve_with<H, F>(
+pub async fn serve_with<A, H, F>(
     listener: TcpListener,
     limits: &Limits,
-    app: Router,
+    app: A,
     shutdown: impl Future<Output = ()>,
     handler: H,
 ) -> io::Result<()>
 where
-    H: Fn(Router, Request<Incoming>) -> F + Clone + Send + 'static,
+    A: Clone + Send + 'static,
+    H: Fn(A, Request<Incoming>) -> F + Clone + Send + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
     let mut http = http1::Builder::new();

@@ -137,7 +137,7 @@ async fn echo_credentials(listener: TcpListener, state: Arc<AppState>) {
     use baton_demo::{ACCESS_TOKEN, CLIENT, EXPIRY, TOKEN_TYPE, UID};
     use http::header::{HeaderValue, CACHE_CONTROL};
     use tower::ServiceExt;
-    let echo = |app: axum::Router, req: http::Request<hyper::body::Incoming>| async move {
+    let echo = |app: baton_demo::App, req: http::Request<hyper::body::Incoming>| async move {
         let echoed = [ACCESS_TOKEN, CLIENT, UID].map(|name| {
             let value = req.headers().get(&name).cloned();
             (name, value)
