@@ -390,6 +390,82 @@ async fn every_row<B: Backend + ?Sized + 'static>(backend: Arc<B>) {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
+/// Random header sets, biased towards almost-valid credentials (real values cut,
+/// repeated, re-cased, packed into `Authorization` in either alphabet, or bytes no
+/// client would send): every answer is the handler's 200 or the uniform 401, never a
+/// 5xx, and another user's session is untouched throughout.
+async fn any_input_is_a_401_or_the_handlers_answer<B: Backend + ?Sized + 'static>(backend: Arc<B>) {
+    use base64ct::{Base64, Base64Url, Encoding};
+    let (app, _) = app(Arc::clone(&backend));
+    let victim = signed_in(&app, "victim@example.com").await;
+    let target = signed_in(&app, UID_A).await;
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let names = [
+        "access-token",
+        "Client",
+        "UID",
+        "authorization",
+        "token-type",
+        "x-other",
+    ];
+    let mut accepted = 0;
+    for _ in 0..1500 {
+        let mut req = bare(Method::GET, "/api/me");
+        for _ in 0..next(6) {
+            let name = names[next(names.len() as u64) as usize];
+            let real = [&target.token, &target.client, &target.uid][next(3) as usize].as_bytes();
+            let value: Vec<u8> = match next(6) {
+                0 => real.to_vec(),
+                1 => real[..next(real.len() as u64 + 1) as usize].to_vec(),
+                2 => (0..next(80)).map(|_| next(256) as u8).collect(),
+                3 => vec![b'A'; next(3000) as usize],
+                4 => {
+                    let json = format!(
+                        r#"{{"access-token":"{}","client":"{}","uid":"{}"}}"#,
+                        target.token, target.client, target.uid
+                    );
+                    let cut = &json.as_bytes()[..next(json.len() as u64 + 1) as usize];
+                    let packed = if next(2) == 0 {
+                        Base64::encode_string(cut)
+                    } else {
+                        Base64Url::encode_string(cut)
+                    };
+                    format!("Bearer {packed}").into_bytes()
+                }
+                _ => format!("Bearer {}", "[".repeat(next(900) as usize)).into_bytes(),
+            };
+            if let Ok(v) = HeaderValue::from_bytes(&value) {
+                req.headers_mut().append(
+                    axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    v,
+                );
+            }
+        }
+        let r = send(&app, req).await;
+        match r.status() {
+            StatusCode::OK => {
+                accepted += 1;
+                assert_credential_headers(r.headers(), &target);
+            }
+            StatusCode::UNAUTHORIZED => assert_no_token_headers(r.headers()),
+            other => panic!("{other} for a client's input"),
+        }
+    }
+    // Some of the generated requests were the real credentials; the rest all refused.
+    assert!(
+        accepted > 0,
+        "the generator never sent a readable credential"
+    );
+    let r = send(&app, victim.request(Method::GET, "/api/me")).await;
+    assert_eq!(r.status(), StatusCode::OK, "another session was harmed");
+}
+
 /// 8 requests at once with one token, through a real server: all accepted, exactly one
 /// rotation, and every answer carries the same new token.
 async fn one_rotation_per_batch<B: Backend + ?Sized + 'static>(backend: Arc<B>) {
@@ -586,7 +662,12 @@ macro_rules! for_each_backend {
     };
 }
 
-for_each_backend!(every_row, one_rotation_per_batch, cors_outside);
+for_each_backend!(
+    every_row,
+    one_rotation_per_batch,
+    cors_outside,
+    any_input_is_a_401_or_the_handlers_answer,
+);
 
 #[cfg(feature = "redis")]
 async fn redis_store() -> Option<baton::RedisStore> {
