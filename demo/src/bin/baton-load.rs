@@ -448,8 +448,12 @@ impl Conn {
         let end = c.exchange(req.as_bytes()).await.len;
         let head = String::from_utf8_lossy(&c.buf[..end]).into_owned();
         assert!(head.starts_with("HTTP/1.1 200 "), "sign-in failed: {head}");
-        c.client = header(&head, "client").expect("client header").to_owned();
-        c.token = header(&head, "access-token").expect("token").into();
+        c.client = header(&head, baton_demo::CLIENT.as_str())
+            .expect("client header")
+            .to_owned();
+        c.token = header(&head, baton_demo::ACCESS_TOKEN.as_str())
+            .expect("token")
+            .into();
         c
     }
 
