@@ -48,6 +48,7 @@ pub mod cli;
 pub mod cors;
 pub mod credentials;
 mod metrics;
+pub mod page;
 mod reply;
 mod routes;
 mod server;

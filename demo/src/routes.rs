@@ -12,6 +12,7 @@ use crate::body;
 use crate::cors::Cors;
 use crate::credentials;
 use crate::metrics::{self, ServerCounters};
+use crate::page;
 use crate::reply::{self, AuthHeaders, Reply};
 use crate::users::User;
 
@@ -52,7 +53,7 @@ async fn route<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Reply
     let allowed = match path.as_str() {
         "/auth/sign_in" => Method::POST,
         "/auth/sign_out" => Method::DELETE,
-        "/auth/validate_token" | "/metrics" | "/public/items" => Method::GET,
+        "/" | "/auth/validate_token" | "/metrics" | "/public/items" => Method::GET,
         p if p.starts_with("/api/") => Method::GET,
         _ => return reply::failure(StatusCode::NOT_FOUND, "no such path"),
     };
@@ -67,6 +68,7 @@ async fn route<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Reply
     match path.as_str() {
         "/auth/sign_in" => sign_in(state, req).await,
         "/auth/sign_out" => sign_out(state, &req).await,
+        "/" => page_reply(state),
         "/metrics" => metrics_reply(state).await,
         "/public/items" => items(),
         "/auth/validate_token" => {
@@ -313,5 +315,22 @@ async fn metrics_reply<B: Backend>(state: &AppState<B>) -> Reply {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
+    r
+}
+
+/// The demo's own page (`crate::page`). The counters are on this port for now. The demo
+/// user is prefilled when the user table has its address: added without `--user`, or
+/// named by one (its password then differs, and the page's sign-in says so with a 401).
+fn page_reply<B: Backend>(state: &AppState<B>) -> Reply {
+    let config = page::PageConfig {
+        metrics_url: Some("/metrics"),
+        batch_window_ms: state.store.policy().batch_window_ms,
+        demo_user: state
+            .users
+            .find(crate::cli::DEMO_USER.0)
+            .map(|_| crate::cli::DEMO_USER),
+    };
+    let mut r = http::Response::new(page::index(&config).into());
+    r.headers_mut().extend(page::headers(&config));
     r
 }
