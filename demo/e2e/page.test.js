@@ -162,11 +162,16 @@ for (const server of SERVERS) {
       // And the server's own counters agree (metrics are on the API port here).
       assert.match(batch.text, /rotations \+1, batched \+7/);
       assert.ok((await counter(page, 'c-rotations')) >= rotationsBefore + 1);
-      const batchDone = Math.max(...wire.map((x) => x.at));
+      // The page times the window from the first answer that carried the successor.
+      const successorSeen = Math.min(...wire.map((x) => x.at));
 
-      // Replay the retired token after the window: refused.
+      // Replay the retired token after the window: refused, after a countdown.
+      await page.evaluate(() => {
+        const note = document.getElementById('replay-note');
+        window.countdown = [];
+        new MutationObserver(() => window.countdown.push(note.textContent)).observe(note, { childList: true, characterData: true, subtree: true });
+      });
       await click(page, 'replay');
-      await page.waitForFunction(() => /Waiting out/.test(document.getElementById('replay-note').textContent), { timeout: 2000 });
       const replay = await lastDone(page, 'replay', server.windowMs + 10000);
       assert.equal(replay.rows[0].status, '401', replay.text);
       assert.equal(replay.rows[0].outcome, 'refused');
@@ -174,7 +179,11 @@ for (const server of SERVERS) {
       assert.equal(replay.rows[0].presented, [...presented][0], 'it replays the token the batch retired');
       assert.match(replay.text, /replayed \+1/);
       const replayed = seen.requests.filter((r) => r.url.includes('/api/')).pop();
-      assert.ok(replayed.at - batchDone >= server.windowMs, `replayed ${replayed.at - batchDone} ms after the batch`);
+      const waited = replayed.at - successorSeen;
+      assert.ok(waited >= server.windowMs, `replayed ${waited} ms after the successor arrived`);
+      const countdown = await page.evaluate(() => window.countdown.filter((t) => /^Waiting out the/.test(t)));
+      assert.ok(countdown.length >= 2, `a countdown was shown: ${JSON.stringify(countdown)}`);
+      assert.match(countdown[0], new RegExp(`Waiting out the ${(server.windowMs / 1000).toFixed(1)} s batch window: \\d+\\.\\d s left`));
       await page.waitForFunction(() => Number(document.getElementById('c-rej-replayed').textContent) >= 1, { timeout: 5000 });
 
       // Sign out: the last token is refused.

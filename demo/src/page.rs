@@ -29,6 +29,24 @@
 //! after each batch and shows how far they moved, the server's own count of the same
 //! events (it includes any other client's traffic in that moment, and says so).
 //!
+//! # Serving it
+//! ```
+//! use baton_demo::page::{self, PageConfig};
+//!
+//! let config = PageConfig {
+//!     metrics_url: Some("/metrics"),
+//!     batch_window_ms: 5000,
+//!     demo_user: Some(("demo@example.com", "demo-password")),
+//! };
+//! let (body, headers) = (page::index(&config), page::headers(&config));
+//! assert!(body.starts_with("<!doctype html>"));
+//! assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+//! ```
+//! The answer also carries the CORS headers every answer does. With the counters on a
+//! listener of their own, `metrics_url` is its absolute URL (`http://127.0.0.1:9464/metrics`)
+//! and that listener must answer `Access-Control-Allow-Origin` for the API's origin; the
+//! policy then lets the page connect there.
+//!
 //! Tokens are shown by their first six characters and never logged to the console; a
 //! token's colour is derived from those six characters alone, so it shows no more of
 //! the secret than the text beside it.
@@ -60,6 +78,7 @@ pub const PAGE_CACHE_CONTROL: &str = "no-cache";
 #[derive(Clone, Copy)]
 pub struct PageConfig<'a> {
     /// Where the page reads the counters (Prometheus text); None: the page says they are off.
+    /// A path is on the page's own origin; an absolute `http(s)` URL may be another one.
     pub metrics_url: Option<&'a str>,
     /// The server's batch window, so the replay button waits it out.
     pub batch_window_ms: u64,

@@ -446,7 +446,10 @@
     const successors = Number(e.li.dataset.successors);
     if (accepted && successors === 1) {
       const t = results.find((r) => r.creds).creds.token;
-      e.summary.append(' ', h('span', 'successor', accepted > 1 ? 'one shared successor ' : 'successor '), tokenChip(t));
+      const what = rotations === 1
+        ? (accepted > 1 ? 'one shared successor ' : 'successor ')
+        : t === presented.token ? 'token kept ' : 'answered with the current token ';
+      e.summary.append(' ', h('span', 'successor', what), tokenChip(t));
     }
     e.note.textContent = explain(n, rotations, batched, refused, accepted, successors);
 
