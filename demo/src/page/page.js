@@ -459,6 +459,13 @@
       state.retired = { token: presented.token, at: Math.min(...newest.map((r) => r.at)) };
     }
     adopt(results);
+    if (accepted === 0 && refused === n && state.creds === presented) {
+      // Nothing accepted the page's own current token: the session is gone (revoked
+      // by a replay under --replay-policy revoke, expired, or the server restarted).
+      state.creds = null;
+      state.retired = null;
+      e.note.textContent += ' The session is gone: sign in again.';
+    }
     e.li.dataset.done = 'yes';
     const after = await scrape();
     countersLine(e, before, after);
@@ -475,6 +482,7 @@
       return 'All ' + n + ' presented the same token at once. The server rotated it once; the other ' + (n - 1) + ' were answered with that same successor. Which request won is not on the wire: every member gets the same answer.';
     }
     if (rotations === 0 && accepted === n) return 'No new token: every answer carries one that already existed.';
+    if (accepted === 0 && refused === n) return 'All ' + n + ' refused: that token is no longer accepted.';
     if (rotations > 1) return plural(rotations, 'new token', 'new tokens') + ' from one presented token: more than one rotation in one batch.';
     return accepted + ' of ' + n + ' accepted, ' + refused + ' refused: some requests came too late for the batch window.';
   }
