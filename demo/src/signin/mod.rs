@@ -1,0 +1,71 @@
+//! Sign-in that cannot take the server down: attempts are throttled per address and
+//! per account before any hash ([`SignInGuard`]), and the hash runs off the runtime on
+//! a bounded pool ([`HashPool`]). [`SignIn::attempt`] is the whole step a route takes
+//! between reading the body and issuing a session.
+
+mod pool;
+mod throttle;
+
+use std::net::IpAddr;
+
+pub use pool::{Busy, HashPool};
+pub use throttle::{Allowance, Scope, SignInGuard, ThrottlePolicy, Throttled};
+
+use crate::users::{User, Users};
+
+/// The 429's message, in devise's error shape.
+pub const THROTTLED: &str = "Too many sign-in attempts. Please try again later.";
+/// The 503's message when the hashing queue is full.
+pub const BUSY: &str = "Too many sign-ins at once. Please try again shortly.";
+
+/// The throttle and the pool, shared by every sign-in.
+#[derive(Debug)]
+pub struct SignIn {
+    /// Admits attempts.
+    pub guard: SignInGuard,
+    /// Checks passwords.
+    pub pool: HashPool,
+}
+
+impl Default for SignIn {
+    /// [`ThrottlePolicy::default`], and a pool of [`HashPool::default_workers`] with
+    /// [`DEFAULT_QUEUE`] places to wait.
+    fn default() -> Self {
+        SignIn {
+            guard: SignInGuard::default(),
+            pool: HashPool::new(HashPool::default_workers(), DEFAULT_QUEUE),
+        }
+    }
+}
+
+/// Sign-ins that may wait for a hashing worker: at tens of ms a hash, a wait well
+/// under a second on one worker.
+pub const DEFAULT_QUEUE: usize = 16;
+
+/// Why an attempt got no answer on its password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Past an allowance: 429 with `Retry-After`; no hash was computed.
+    Throttled(Throttled),
+    /// The hashing queue is full: 503 with `Retry-After`.
+    Busy,
+}
+
+impl SignIn {
+    /// Admits the attempt from `addr` on `email`, then checks the password on the
+    /// pool: the user if it is theirs, `None` if not (an unknown address costs and
+    /// throttles exactly as a known one).
+    pub async fn attempt(
+        &self,
+        users: &Users,
+        addr: IpAddr,
+        email: String,
+        password: String,
+    ) -> Result<Option<User>, Refused> {
+        self.guard.admit(&email, addr).map_err(Refused::Throttled)?;
+        self.pool
+            .verify(users, email, password)
+            .await
+            .map_err(|Busy| Refused::Busy)
+    }
+}
