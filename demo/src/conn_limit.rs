@@ -27,10 +27,24 @@ pub fn raise_open_files_limit() -> Option<u64> {
     rlimit::increase_nofile_limit(u64::MAX).ok()
 }
 
+/// The soft open-files limit now, where there is one.
+pub fn open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
 /// The connections a process with `open_files` descriptors can hold, at most `wanted`.
 pub fn fit(wanted: usize, open_files: Option<u64>) -> usize {
     match open_files {
-        Some(n) => wanted.min(usize::try_from(n.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX)),
+        Some(n) => {
+            wanted.min(usize::try_from(n.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX))
+        }
         None => wanted,
     }
     .max(1)

@@ -124,7 +124,11 @@ async fn sign_in<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Rep
         std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         std::net::SocketAddr::ip,
     );
-    let user = match state.sign_in.attempt(&state.users, addr, email, password).await {
+    let user = match state
+        .sign_in
+        .attempt(&state.users, addr, email, password)
+        .await
+    {
         Ok(user) => user,
         Err(refused) => return sign_in_refused(state, refused),
     };

@@ -84,7 +84,9 @@ impl fmt::Display for UserError {
             UserError::BadEmail => "e-mail must be 1 to 255 bytes without control characters",
             UserError::EmptyPassword => "password is empty",
             UserError::Duplicate => "e-mail is given twice",
-            UserError::BadHash => "not an Argon2 PHC hash ($argon2id$v=19$m=..,t=..,p=..$salt$hash)",
+            UserError::BadHash => {
+                "not an Argon2 PHC hash ($argon2id$v=19$m=..,t=..,p=..$salt$hash)"
+            }
         })
     }
 }
@@ -215,8 +217,7 @@ impl Users {
 }
 
 fn check_email(email: &str) -> Result<(), UserError> {
-    if email.is_empty() || email.len() > baton::MAX_UID_LEN || email.chars().any(char::is_control)
-    {
+    if email.is_empty() || email.len() > baton::MAX_UID_LEN || email.chars().any(char::is_control) {
         return Err(UserError::BadEmail);
     }
     Ok(())

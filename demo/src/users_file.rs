@@ -50,9 +50,9 @@ impl fmt::Display for UsersFileError {
             UsersFileError::Line { line, problem } => {
                 write!(f, "line {line}: ")?;
                 match problem {
-                    LineProblem::Shape => {
-                        f.write_str("expected EMAIL:PASSWORD or EMAIL:$argon2id$..., both non-empty")
-                    }
+                    LineProblem::Shape => f.write_str(
+                        "expected EMAIL:PASSWORD or EMAIL:$argon2id$..., both non-empty",
+                    ),
                     LineProblem::Encoding => f.write_str("not UTF-8"),
                     LineProblem::User(e) => write!(f, "{e}"),
                 }
@@ -124,8 +124,12 @@ mod tests {
         );
         let mut users = Users::new(HashCost::FAST);
         assert_eq!(add_all(&mut users, text.as_bytes()), Ok(2));
-        assert!(users.verify("ann@example.com", "pass:with:colons").is_some());
-        assert!(users.verify("bob@example.com", "hashed elsewhere").is_some());
+        assert!(users
+            .verify("ann@example.com", "pass:with:colons")
+            .is_some());
+        assert!(users
+            .verify("bob@example.com", "hashed elsewhere")
+            .is_some());
         assert!(users.verify("bob@example.com", &phc).is_none());
     }
 
@@ -141,10 +145,18 @@ mod tests {
     #[test]
     fn errors_name_the_line_and_never_the_secret() {
         let cases: [(&[u8], usize, LineProblem); 6] = [
-            (b"ann@example.com:ok\nno-colon-secret\n", 2, LineProblem::Shape),
+            (
+                b"ann@example.com:ok\nno-colon-secret\n",
+                2,
+                LineProblem::Shape,
+            ),
             (b":only-a-secret", 1, LineProblem::Shape),
             (b"ann@example.com:", 1, LineProblem::Shape),
-            (b"# c\nann@example.com:\xff\xfe-secret", 2, LineProblem::Encoding),
+            (
+                b"# c\nann@example.com:\xff\xfe-secret",
+                2,
+                LineProblem::Encoding,
+            ),
             (
                 b"ann@example.com:$argon2id$broken-secret",
                 1,

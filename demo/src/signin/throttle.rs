@@ -372,7 +372,11 @@ mod tests {
             }
             clock.advance(Duration::from_secs(1));
         }
-        assert_eq!(accepted, 5 + 9, "the burst, then one at each of 6 s, 12 s, .. 54 s");
+        assert_eq!(
+            accepted,
+            5 + 9,
+            "the burst, then one at each of 6 s, 12 s, .. 54 s"
+        );
         // The owner, from elsewhere, is admitted at once, several times.
         for _ in 0..5 {
             guard.admit("ann", ip(2)).unwrap();
@@ -404,14 +408,18 @@ mod tests {
         guard.admit("b", v6(2)).unwrap();
         assert!(guard.admit("c", v6(3)).is_err(), "same /64");
         guard
-            .admit("d", IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1)))
+            .admit(
+                "d",
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1)),
+            )
             .unwrap();
         let v4 = Ipv4Addr::new(192, 0, 2, 1);
         guard.admit("e", IpAddr::V4(v4)).unwrap();
-        guard
-            .admit("f", IpAddr::V6(v4.to_ipv6_mapped()))
-            .unwrap();
-        assert!(guard.admit("g", IpAddr::V4(v4)).is_err(), "mapped is the same host");
+        guard.admit("f", IpAddr::V6(v4.to_ipv6_mapped())).unwrap();
+        assert!(
+            guard.admit("g", IpAddr::V4(v4)).is_err(),
+            "mapped is the same host"
+        );
     }
 
     #[test]
@@ -426,7 +434,10 @@ mod tests {
             let (a, b) = guard.tracked();
             assert!(a <= 64 && b <= 64, "{a} {b}");
         }
-        assert!(overflowed > 9_000, "new keys shared one bucket: {overflowed}");
+        assert!(
+            overflowed > 9_000,
+            "new keys shared one bucket: {overflowed}"
+        );
         // ann's bucket was kept: one attempt left of her burst.
         guard.admit("ann", ip(1)).unwrap();
         assert!(guard.admit("ann", ip(1)).is_err());
