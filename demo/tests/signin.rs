@@ -1,0 +1,229 @@
+//! Sign-in under attack: the 429 and 503 answers, their shapes, headers and counters;
+//! the throttle runs before any hash; the real user gets in during a flood from
+//! another address; unknown accounts are throttled exactly like known ones.
+//!
+//! Clients pick their source address in 127.0.0.0/8 (Linux routes all of it to
+//! loopback), so one test can be several client addresses.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use baton_demo::signin::{Allowance, HashPool, SignIn, SignInGuard, ThrottlePolicy, THROTTLED};
+use common::{Resp, Server, EMAIL, PASSWORD, PATIENCE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+
+fn policy(address: (u32, u64), account: (u32, u64)) -> ThrottlePolicy {
+    let a = |(burst, secs): (u32, u64)| Allowance {
+        burst: NonZeroU32::new(burst).unwrap(),
+        refill: Duration::from_secs(secs),
+    };
+    ThrottlePolicy {
+        per_address: a(address),
+        per_account: a(account),
+        max_keys: 10_000,
+    }
+}
+
+async fn server(policy: ThrottlePolicy, pool: HashPool) -> Server {
+    Server::with(
+        |b| b,
+        |state| {
+            state.sign_in = SignIn {
+                guard: SignInGuard::new(policy),
+                pool,
+            }
+        },
+    )
+    .await
+}
+
+fn loopback(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// One sign-in on a new connection from `from`.
+async fn sign_in_from(to: SocketAddr, from: IpAddr, email: &str, password: &str) -> Resp {
+    let body = serde_json::json!({ "email": email, "password": password }).to_string();
+    let raw = common::build(
+        "POST",
+        "/auth/sign_in",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    );
+    let exchange = async {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+        let mut s = socket.connect(to).await.unwrap();
+        s.write_all(&raw).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        Resp::parse(&buf)
+    };
+    tokio::time::timeout(PATIENCE, exchange)
+        .await
+        .expect("the server answered in time")
+}
+
+fn assert_retry_after(r: &Resp, at_least: u64, at_most: u64) {
+    let secs: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric retry-after in {r:?}"));
+    assert!((at_least..=at_most).contains(&secs), "retry-after {secs}");
+}
+
+#[tokio::test]
+async fn past_the_address_allowance_a_sign_in_gets_429_in_devise_shape() {
+    let s = server(policy((2, 30), (100, 1)), HashPool::new(1, 4)).await;
+    let to = s.addr;
+    let r = sign_in_from(to, loopback(1), EMAIL, "wrong").await;
+    assert_eq!(r.status, 401);
+    let r = sign_in_from(to, loopback(1), EMAIL, PASSWORD).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Even the right password is refused now: the answer says nothing about it.
+    let r = sign_in_from(to, loopback(1), EMAIL, PASSWORD).await;
+    r.assert_refused(429);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({ "success": false, "errors": [THROTTLED] })
+    );
+    assert_retry_after(&r, 1, 30);
+    assert!(r.header("client").is_none() && r.header("uid").is_none());
+    assert_eq!(
+        s.metric("baton_sign_in_throttled_total{scope=\"address\"}")
+            .await,
+        1
+    );
+    assert_eq!(
+        s.metric("baton_sign_in_throttled_total{scope=\"account\"}")
+            .await,
+        0
+    );
+    // Throttled sign-ins are not counted as wrong passwords: no hash was computed.
+    assert_eq!(s.metric("baton_sign_in_failures_total").await, 1);
+    // Another address is not affected.
+    let r = sign_in_from(to, loopback(2), EMAIL, PASSWORD).await;
+    assert_eq!(r.status, 200);
+}
+
+/// Holds the pool's only worker until the returned sender sends (or 20 s pass).
+async fn occupy(pool: &HashPool) -> mpsc::Sender<()> {
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = Arc::new(Mutex::new(gate));
+    let (started, on_start) = tokio::sync::oneshot::channel();
+    let p = pool.clone();
+    tokio::spawn(async move {
+        p.run(move || {
+            let _ = started.send(());
+            let _ = gate.lock().map(|g| g.recv_timeout(PATIENCE));
+        })
+        .await
+    });
+    on_start.await.unwrap();
+    release
+}
+
+#[tokio::test]
+async fn a_full_hashing_queue_gets_a_fast_503_and_throttling_comes_first() {
+    let pool = HashPool::new(1, 0);
+    let s = server(policy((1, 30), (100, 1)), pool.clone()).await;
+    let release = occupy(&pool).await;
+    let r = sign_in_from(s.addr, loopback(3), EMAIL, PASSWORD).await;
+    r.assert_refused(503);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({ "success": false, "errors": [baton_demo::signin::BUSY] })
+    );
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(s.metric("baton_sign_in_busy_total").await, 1);
+    // The next attempt from that address is past its allowance: 429, not 503, so
+    // the throttle answered before anything asked the pool.
+    let r = sign_in_from(s.addr, loopback(3), EMAIL, PASSWORD).await;
+    r.assert_refused(429);
+    assert_eq!(s.metric("baton_sign_in_busy_total").await, 1);
+    release.send(()).unwrap();
+    // Once the worker is free, sign-in works again.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let r = sign_in_from(s.addr, loopback(4), EMAIL, PASSWORD).await;
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_user_gets_in_while_a_flood_runs_from_another_address() {
+    // The default policy, as the server runs it.
+    let s = server(ThrottlePolicy::default(), HashPool::new(1, 16)).await;
+    let to = s.addr;
+    let flood = (0..8)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for _ in 0..40 {
+                    statuses.push(sign_in_from(to, loopback(10), EMAIL, "guess").await.status);
+                }
+                statuses
+            })
+        })
+        .collect::<Vec<_>>();
+    // The owner signs in while the guesses are under way, several times.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for _ in 0..3 {
+        let r = sign_in_from(to, loopback(11), EMAIL, PASSWORD).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let mut statuses = Vec::new();
+    for f in flood {
+        statuses.extend(f.await.unwrap());
+    }
+    let guessed = statuses.iter().filter(|&&s| s == 401).count();
+    let throttled = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(guessed + throttled, 320, "only 401 or 429: {statuses:?}");
+    // The address's burst, plus at most one refill in the test's few seconds.
+    let burst = ThrottlePolicy::default().per_address.burst.get() as usize;
+    assert!(
+        (burst..=burst + 1).contains(&guessed),
+        "{guessed} guesses got through"
+    );
+}
+
+#[tokio::test]
+async fn unknown_accounts_are_throttled_exactly_like_known_ones() {
+    let s = server(policy((100, 1), (3, 60)), HashPool::new(1, 4)).await;
+    let mut answers = Vec::new();
+    for (i, email) in [EMAIL, "nobody@example.com"].into_iter().enumerate() {
+        let base = 20 + 10 * i as u8;
+        // Each attempt from its own address: only the account's allowance applies.
+        let mut statuses = Vec::new();
+        for n in 0..4 {
+            statuses.push(sign_in_from(s.addr, loopback(base + n), email, "wrong").await);
+        }
+        assert_eq!(
+            statuses.iter().map(|r| r.status).collect::<Vec<_>>(),
+            [401, 401, 401, 429],
+            "{email}"
+        );
+        answers.push(statuses.pop().unwrap());
+    }
+    let [known, unknown] = &answers[..] else {
+        unreachable!()
+    };
+    assert_eq!(known.body, unknown.body);
+    assert_eq!(known.header("retry-after"), unknown.header("retry-after"));
+    assert_retry_after(known, 1, 60);
+    assert_eq!(
+        s.metric("baton_sign_in_throttled_total{scope=\"account\"}")
+            .await,
+        2
+    );
+}
