@@ -167,20 +167,35 @@ fn no_demo_user_off_loopback() {
     assert!(!text.contains("demo-password"), "{text}");
 }
 
-/// The binary on a free loopback port, and its address.
-fn start(args: &[&str]) -> (Child, SocketAddr, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baton-demo"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+/// A running server, killed and reaped when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The binary on a free loopback port, its address, and what it printed until then.
+fn start(args: &[&str]) -> (Running, SocketAddr, String) {
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_baton-demo"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
     let mut printed = String::new();
     loop {
         let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "exited: {printed}");
+        assert!(
+            out.read_line(&mut line).unwrap_or(0) > 0,
+            "exited: {printed}"
+        );
         printed.push_str(&line);
         if let Some(addr) = line.trim().strip_prefix("baton-demo listening on http://") {
             let addr = addr.parse().unwrap();
@@ -231,15 +246,10 @@ fn users_from_a_file_sign_in_by_password_and_by_hash_and_a_shared_file_is_warned
         sign_in(addr, "bob@example.com", "by-password"),
         sign_in(addr, "demo@example.com", "demo-password"),
     ];
-    child.kill().unwrap();
+    let mut err = child.0.stderr.take().unwrap();
+    drop(child);
     let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let _ = child.wait();
+    err.read_to_string(&mut stderr).unwrap();
     assert_eq!(statuses, [200, 200, 401, 401]);
     assert!(!printed.contains("demo user"), "{printed}");
     if cfg!(unix) {
