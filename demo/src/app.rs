@@ -7,7 +7,7 @@ use baton::{Backend, Clock, Store, SystemClock};
 use crate::conn_limit::ConnLimit;
 use crate::cors::Cors;
 use crate::metrics::ServerCounters;
-use crate::signin::SignIn;
+use crate::signin::Gate;
 use crate::users::Users;
 
 /// Bounds on what one request may cost the server.
@@ -61,7 +61,7 @@ pub struct AppState<B: Backend = Store<SystemClock>> {
     /// Rejections made before the store sees a credential, and store outages.
     pub counters: ServerCounters,
     /// Sign-in's throttle and hashing pool.
-    pub sign_in: SignIn,
+    pub sign_in: Gate,
     /// The cap on open connections.
     pub connections: ConnLimit,
 }
@@ -88,7 +88,7 @@ impl<B: Backend> AppState<B> {
             sweep_interval: Duration::from_secs(30),
             sweep: None,
             counters: ServerCounters::default(),
-            sign_in: SignIn::default(),
+            sign_in: Gate::default(),
             connections: ConnLimit::new(crate::conn_limit::DEFAULT_MAX),
         }
     }

@@ -15,7 +15,7 @@ use clap::{Parser, ValueEnum};
 use crate::app::AppState;
 use crate::conn_limit::{self, ConnLimit};
 use crate::cors::Cors;
-use crate::signin::{Allowance, HashPool, SignIn, SignInGuard, ThrottlePolicy};
+use crate::signin::{Allowance, Gate, HashPool, SignInGuard, ThrottlePolicy};
 use crate::users::{HashCost, Users};
 use crate::users_file;
 
@@ -125,6 +125,11 @@ pub struct Cli {
     /// past it new ones share one allowance until old ones refill.
     #[arg(long, default_value_t = 100_000, value_parser = count::<2, 100_000_000>)]
     pub sign_in_throttle_keys: usize,
+    /// How long a throttled sign-in's 429 is held back, at most, in ms (never past its
+    /// Retry-After): a guessing client then waits for each answer, instead of getting
+    /// as many 429s as the machine can send.
+    #[arg(long, default_value_t = 1000, value_parser = number::<0, 60_000>)]
+    pub sign_in_throttle_hold_ms: u64,
     /// Threads hashing passwords at once [default: one fewer than the cores, at least 1].
     #[arg(long, value_parser = count::<1, 1024>)]
     pub hash_workers: Option<usize>,
@@ -323,12 +328,13 @@ impl Cli {
     /// CORS, the sign-in throttle and pool, and the connection cap from the flags.
     fn guards<B: baton::Backend>(&self, state: &mut AppState<B>) {
         state.cors = self.allowed_origins.clone();
-        state.sign_in = SignIn {
+        state.sign_in = Gate {
             guard: SignInGuard::new(self.throttle_policy()),
             pool: HashPool::new(
                 self.hash_workers.unwrap_or_else(HashPool::default_workers),
                 self.hash_queue,
             ),
+            hold: Duration::from_millis(self.sign_in_throttle_hold_ms),
         };
         let max = conn_limit::fit(self.max_connections, conn_limit::open_files_limit());
         if max < self.max_connections {

@@ -191,11 +191,25 @@ impl Requests {
     }
 }
 
-/// One request in its handler.
+/// One request in its handler. The accept loop puts it in the request's extensions,
+/// so it lives as long as the request; a handler that only waits from here on (a
+/// throttled sign-in held back) removes and drops it, and its connection may then be
+/// closed to make room like any idle one.
 #[derive(Debug)]
 pub struct InFlight {
     slot: Arc<Slot>,
     epoch: Instant,
+}
+
+impl Clone for InFlight {
+    /// Another mark on the same connection: it stays busy until both drop.
+    fn clone(&self) -> Self {
+        self.slot.busy.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            slot: Arc::clone(&self.slot),
+            epoch: self.epoch,
+        }
+    }
 }
 
 impl Drop for InFlight {

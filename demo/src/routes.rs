@@ -105,7 +105,7 @@ fn user_json(user: &User) -> Value {
 }
 
 async fn sign_in<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Reply {
-    let (parts, incoming) = req.into_parts();
+    let (mut parts, incoming) = req.into_parts();
     let bytes = match body::read(&parts.headers, incoming, &state.limits).await {
         Ok(b) => b,
         Err(e) => return reply::failure(e.status, e.message),
@@ -130,7 +130,11 @@ async fn sign_in<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Rep
         .await
     {
         Ok(user) => user,
-        Err(refused) => return sign_in_refused(state, refused),
+        Err(refused) => {
+            // From here the request only waits: its connection may be closed to make room.
+            drop(parts.extensions.remove::<crate::conn_limit::InFlight>());
+            return sign_in_refused(state, refused).await;
+        }
     };
     let Some(user) = user else {
         ServerCounters::bump(&state.counters.sign_in_failures);
@@ -153,10 +157,11 @@ async fn sign_in<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Rep
     r
 }
 
-/// A sign-in throttled (429, before any hash) or refused for a full hashing queue
-/// (503), in devise's error shape with `Retry-After`, and counted.
-fn sign_in_refused<B: Backend>(state: &AppState<B>, refused: signin::Refused) -> Reply {
-    let (status, message, counter, secs) = match refused {
+/// A sign-in throttled (429, before any hash, held back up to `SignIn::hold`) or
+/// refused for a full hashing queue (503, at once), in devise's error shape with
+/// `Retry-After`, and counted.
+async fn sign_in_refused<B: Backend>(state: &AppState<B>, refused: signin::Refused) -> Reply {
+    let (status, message, counter, secs, hold) = match refused {
         signin::Refused::Throttled(t) => (
             StatusCode::TOO_MANY_REQUESTS,
             signin::THROTTLED,
@@ -165,15 +170,20 @@ fn sign_in_refused<B: Backend>(state: &AppState<B>, refused: signin::Refused) ->
                 signin::Scope::Account => &state.counters.sign_in_throttled_account,
             },
             t.retry_after_secs(),
+            state.sign_in.hold_for(&t),
         ),
         signin::Refused::Busy => (
             StatusCode::SERVICE_UNAVAILABLE,
             signin::BUSY,
             &state.counters.sign_in_busy,
             1,
+            std::time::Duration::ZERO,
         ),
     };
     ServerCounters::bump(counter);
+    if !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
     log::debug!("sign-in refused: {status}");
     let mut r = reply::failure(status, message);
     r.headers_mut()

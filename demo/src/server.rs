@@ -93,15 +93,12 @@ where
         let _ = stream.set_nodelay(true);
         let (state, handler, requests) = (Arc::clone(&state), handler.clone(), ticket.requests());
         let service = service_fn(move |mut req: Request<Incoming>| {
-            // Sign-in's throttle keys on the client's address.
+            // Sign-in's throttle keys on the client's address; the connection is busy
+            // (never closed to make room) while the request lives.
             req.extensions_mut().insert(peer);
-            let in_flight = requests.start();
+            req.extensions_mut().insert(requests.start());
             let answer = handler(Arc::clone(&state), req);
-            async move {
-                let answer = answer.await;
-                drop(in_flight);
-                Ok::<_, Infallible>(answer)
-            }
+            async move { Ok::<_, Infallible>(answer.await) }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {

@@ -12,7 +12,8 @@ use std::num::NonZeroU32;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use baton_demo::signin::{Allowance, HashPool, SignIn, SignInGuard, ThrottlePolicy, THROTTLED};
+use baton_demo::conn_limit::ConnLimit;
+use baton_demo::signin::{Allowance, Gate, HashPool, SignInGuard, ThrottlePolicy, THROTTLED};
 use common::{Resp, Server, EMAIL, PASSWORD, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
@@ -29,14 +30,21 @@ fn policy(address: (u32, u64), account: (u32, u64)) -> ThrottlePolicy {
     }
 }
 
+/// A server whose 429s are not held back, unless `hold` says.
 async fn server(policy: ThrottlePolicy, pool: HashPool) -> Server {
+    held(policy, pool, Duration::ZERO, 10_000).await
+}
+
+async fn held(policy: ThrottlePolicy, pool: HashPool, hold: Duration, conns: usize) -> Server {
     Server::with(
         |b| b,
         |state| {
-            state.sign_in = SignIn {
+            state.sign_in = Gate {
                 guard: SignInGuard::new(policy),
                 pool,
-            }
+                hold,
+            };
+            state.connections = ConnLimit::new(conns);
         },
     )
     .await
@@ -149,8 +157,9 @@ async fn a_full_hashing_queue_gets_a_fast_503_and_throttling_comes_first() {
     release.send(()).unwrap();
     // Once the worker is free, sign-in works again.
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let r = sign_in_from(s.addr, loopback(4), EMAIL, PASSWORD).await;
+    // Each try from a new address, whose one attempt a 503 would otherwise spend.
+    for n in 50.. {
+        let r = sign_in_from(s.addr, loopback(n), EMAIL, PASSWORD).await;
         if r.status == 200 {
             break;
         }
@@ -226,4 +235,63 @@ async fn unknown_accounts_are_throttled_exactly_like_known_ones() {
             .await,
         2
     );
+}
+
+#[tokio::test]
+async fn a_throttled_answer_is_held_back_and_its_connection_may_make_room() {
+    let hold = Duration::from_millis(400);
+    // Two connections at most: a held guess and one more.
+    let s = held(policy((1, 30), (100, 1)), HashPool::new(1, 4), hold, 2).await;
+    let to = s.addr;
+    assert_eq!(
+        sign_in_from(to, loopback(40), EMAIL, "wrong").await.status,
+        401
+    );
+    let t = std::time::Instant::now();
+    let r = sign_in_from(to, loopback(40), EMAIL, "wrong").await;
+    r.assert_refused(429);
+    let waited = t.elapsed();
+    assert!(waited >= hold, "answered after {waited:?}");
+    assert_retry_after(&r, 29, 30);
+    // A held guess does not keep its connection from being closed for a fresh client:
+    // two guesses held, then a third client comes.
+    let guesses = [
+        tokio::spawn(sign_in_from_raw(to, loopback(40))),
+        tokio::spawn(sign_in_from_raw(to, loopback(40))),
+    ];
+    tokio::time::sleep(hold / 4).await;
+    let r = sign_in_from(to, loopback(41), EMAIL, PASSWORD).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answered: Vec<bool> = futures_join(guesses).await;
+    assert!(
+        answered.contains(&false),
+        "one held guess was closed: {answered:?}"
+    );
+    assert!(s.metric("baton_connections_shed_total").await >= 1);
+}
+
+/// A wrong guess from `from`; whether an answer came before the connection closed.
+async fn sign_in_from_raw(to: SocketAddr, from: IpAddr) -> bool {
+    let body = serde_json::json!({ "email": EMAIL, "password": "wrong" }).to_string();
+    let raw = common::build(
+        "POST",
+        "/auth/sign_in",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    );
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let mut s = socket.connect(to).await.unwrap();
+    s.write_all(&raw).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, s.read_to_end(&mut buf)).await;
+    !buf.is_empty()
+}
+
+async fn futures_join<T: Send + 'static>(handles: [tokio::task::JoinHandle<T>; 2]) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
 }

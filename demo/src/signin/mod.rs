@@ -1,12 +1,13 @@
 //! Sign-in that cannot take the server down: attempts are throttled per address and
 //! per account before any hash ([`SignInGuard`]), and the hash runs off the runtime on
-//! a bounded pool ([`HashPool`]). [`SignIn::attempt`] is the whole step a route takes
+//! a bounded pool ([`HashPool`]). [`Gate::attempt`] is the whole step a route takes
 //! between reading the body and issuing a session.
 
 mod pool;
 mod throttle;
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 pub use pool::{Busy, HashPool};
 pub use throttle::{Allowance, Scope, SignInGuard, ThrottlePolicy, Throttled};
@@ -20,20 +21,30 @@ pub const BUSY: &str = "Too many sign-ins at once. Please try again shortly.";
 
 /// The throttle and the pool, shared by every sign-in.
 #[derive(Debug)]
-pub struct SignIn {
+pub struct Gate {
     /// Admits attempts.
     pub guard: SignInGuard,
     /// Checks passwords.
     pub pool: HashPool,
+    /// How long a throttled attempt's 429 is held back, at most (and never past its
+    /// `Retry-After`). A guessing client waits for each answer before its next guess,
+    /// so this caps each of its connections at one guess per hold instead of as many
+    /// 429s as the machine can answer; the held request does not count as busy for
+    /// the connection cap.
+    pub hold: Duration,
 }
 
-impl Default for SignIn {
-    /// [`ThrottlePolicy::default`], and a pool of [`HashPool::default_workers`] with
-    /// [`DEFAULT_QUEUE`] places to wait.
+/// The default [`Gate::hold`].
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(1);
+
+impl Default for Gate {
+    /// [`ThrottlePolicy::default`], a pool of [`HashPool::default_workers`] with
+    /// [`DEFAULT_QUEUE`] places to wait, and 429s held [`DEFAULT_HOLD`].
     fn default() -> Self {
-        SignIn {
+        Gate {
             guard: SignInGuard::default(),
             pool: HashPool::new(HashPool::default_workers(), DEFAULT_QUEUE),
+            hold: DEFAULT_HOLD,
         }
     }
 }
@@ -51,7 +62,12 @@ pub enum Refused {
     Busy,
 }
 
-impl SignIn {
+impl Gate {
+    /// How long to hold back the 429 of `t`.
+    pub fn hold_for(&self, t: &Throttled) -> Duration {
+        self.hold.min(t.retry_after)
+    }
+
     /// Admits the attempt from `addr` on `email`, then checks the password on the
     /// pool: the user if it is theirs, `None` if not (an unknown address costs and
     /// throttles exactly as a known one).
