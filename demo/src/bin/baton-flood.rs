@@ -7,7 +7,9 @@
 //! `GET /api/items` over a keep-alive connection for `--seconds`, while N clients send
 //! wrong passwords for that same account as fast as they are answered (keep-alive,
 //! from `--sources` loopback addresses 127.0.1.x; the rotating client is 127.0.0.2).
-//! Phase 0 has no flood: the baseline.
+//! Phase 0 has no flood: the baseline. With `--public` the clients send
+//! `GET /public/items` instead (counted under "throttled"): the same traffic without
+//! a sign-in in it.
 //!
 //! It reports the rotating client's p50/p99, and the guesses the server accepted (a
 //! hash computed, answered 401) per minute against what the throttle allows the
@@ -40,6 +42,10 @@ struct Args {
     /// Length of each phase, in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     seconds: u64,
+    /// Send `GET /public/items` instead of guesses: the same request volume with no
+    /// sign-in in it, to tell what a flood costs as traffic alone.
+    #[arg(long)]
+    public: bool,
     /// Guesses at most per phase, all clients together.
     #[arg(long, default_value_t = 2_000_000)]
     max_guesses: u64,
@@ -181,7 +187,7 @@ fn phase(args: &Args, clients: usize) -> Report {
                 let from = loopback(1, 1 + (i % usize::from(args.sources)) as u8);
                 let (counts, running, max) =
                     (Arc::clone(&counts), Arc::clone(&running), args.max_guesses);
-                tokio::spawn(guess(from, addr, counts, running, max))
+                tokio::spawn(guess(from, addr, counts, running, max, args.public))
             })
             .collect();
         let length = Duration::from_secs(args.seconds);
@@ -233,18 +239,25 @@ async fn guess(
     counts: Arc<Counts>,
     running: Arc<AtomicBool>,
     max: u64,
+    public: bool,
 ) {
     let body = format!(r#"{{"email":"{EMAIL}","password":"not-it"}}"#);
-    let req = format!(
-        "POST /auth/sign_in HTTP/1.1\r\nhost: flood\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let req = if public {
+        "GET /public/items HTTP/1.1\r\nhost: flood\r\n\r\n".to_owned()
+    } else {
+        format!(
+            "POST /auth/sign_in HTTP/1.1\r\nhost: flood\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
     let mut conn = Conn::open(from, to).await;
     while running.load(Ordering::Relaxed) && counts.guesses.fetch_add(1, Ordering::Relaxed) < max {
         let counter = match conn.exchange(req.as_bytes()).await {
             Some(a) => match a.status {
                 401 => &counts.accepted,
+                // --public: answered, and no guess.
+                200 => &counts.throttled,
                 429 => &counts.throttled,
                 503 => &counts.busy,
                 _ => &counts.other,
