@@ -2,6 +2,18 @@
 //! per account before any hash ([`SignInGuard`]), and the hash runs off the runtime on
 //! a bounded pool ([`HashPool`]). [`Gate::attempt`] is the whole step a route takes
 //! between reading the body and issuing a session.
+//!
+//! # Decisions where SPEC and the issue are silent
+//! - The client address is the TCP peer's; `X-Forwarded-For` is not read, since any
+//!   client can write it. Behind a proxy every client shares the proxy's allowance.
+//! - An account is the address as typed, hashed with a per-process key: a guessed
+//!   address that exists and one that does not are throttled alike, and the table
+//!   holds no addresses. Account keys are only made for attempts their client address
+//!   was allowed, so filling the account table takes many addresses.
+//! - Throttled attempts are answered 429 only after a hold ([`Gate::hold`]); a full
+//!   pool's 503 is answered at once, with `Retry-After: 1`.
+//! - The pool's default is one worker fewer than the cores, so a burst of hashes
+//!   always leaves a core to the runtime; its queue holds 16.
 
 mod pool;
 mod throttle;
