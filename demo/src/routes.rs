@@ -157,7 +157,7 @@ async fn sign_in<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Rep
     r
 }
 
-/// A sign-in throttled (429, before any hash, held back up to `SignIn::hold`) or
+/// A sign-in throttled (429, before any hash, held back up to `Gate::hold`) or
 /// refused for a full hashing queue (503, at once), in devise's error shape with
 /// `Retry-After`, and counted.
 async fn sign_in_refused<B: Backend>(state: &AppState<B>, refused: signin::Refused) -> Reply {
