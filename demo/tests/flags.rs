@@ -19,7 +19,7 @@ fn run(args: &[&str]) -> (bool, String) {
 }
 
 /// Every numeric flag, with a value past its range (where it has one clap checks).
-const NUMERIC: [(&str, Option<&str>); 15] = [
+const NUMERIC: [(&str, Option<&str>); 16] = [
     ("--redis-timeout-ms", Some("0")),
     ("--batch-window-ms", None),
     ("--min-rotation-interval-ms", None),
@@ -31,6 +31,7 @@ const NUMERIC: [(&str, Option<&str>); 15] = [
     ("--sign-in-account-burst", Some("4294967296")),
     ("--sign-in-account-refill-ms", Some("86400001")),
     ("--sign-in-throttle-keys", Some("1")),
+    ("--sign-in-throttle-hold-ms", Some("60001")),
     ("--hash-workers", Some("0")),
     ("--hash-queue", Some("1000001")),
     ("--max-connections", Some("0")),
@@ -81,6 +82,8 @@ fn help_lists_the_new_flags_their_defaults_and_the_users_file_format() {
         "[default: 2000]",
         "--sign-in-throttle-keys",
         "[default: 100000]",
+        "--sign-in-throttle-hold-ms",
+        "[default: 1000]",
         "--hash-workers",
         "one fewer than the cores",
         "--hash-queue",
@@ -259,4 +262,50 @@ fn users_from_a_file_sign_in_by_password_and_by_hash_and_a_shared_file_is_warned
         !stderr.contains("by-password") && !stderr.contains("by-hash"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_flags_reach_the_state_they_set() {
+    use baton_demo::users::HashCost;
+    use clap::Parser;
+    let cli = baton_demo::Cli::try_parse_from([
+        "baton-demo",
+        "--listen",
+        "0.0.0.0:0",
+        "--user",
+        "a@example.com:pw",
+        "--sign-in-address-burst",
+        "3",
+        "--sign-in-address-refill-ms",
+        "1500",
+        "--sign-in-account-burst",
+        "7",
+        "--sign-in-account-refill-ms",
+        "250",
+        "--sign-in-throttle-keys",
+        "99",
+        "--sign-in-throttle-hold-ms",
+        "0",
+        "--hash-workers",
+        "3",
+        "--hash-queue",
+        "0",
+        "--max-connections",
+        "123",
+    ])
+    .unwrap();
+    // A user given: no demo user, and a non-loopback address is then fine.
+    assert!(!cli.demo_user());
+    let state = cli.state(HashCost::FAST).unwrap();
+    let p = state.sign_in.guard.policy();
+    assert_eq!(p.per_address.burst.get(), 3);
+    assert_eq!(p.per_address.refill, Duration::from_millis(1500));
+    assert_eq!(p.per_account.burst.get(), 7);
+    assert_eq!(p.per_account.refill, Duration::from_millis(250));
+    assert_eq!(p.max_keys, 99);
+    assert_eq!(state.sign_in.hold, Duration::ZERO);
+    assert_eq!(state.sign_in.pool.sizes(), (3, 0));
+    assert_eq!(state.connections.max(), 123);
+    assert!(state.users.find("a@example.com").is_some());
+    assert!(state.users.find("demo@example.com").is_none());
 }
