@@ -263,6 +263,31 @@ mod tests {
     }
 
     #[test]
+    fn threads_admitting_and_closing_never_pass_the_cap_and_free_every_place() {
+        let limit = ConnLimit::new(8);
+        let shed = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let mut held = Vec::new();
+                    for i in 0..2000 {
+                        if let Some(t) = limit.admit(&shed) {
+                            held.push(t);
+                        }
+                        assert!(limit.open() <= 8);
+                        // Up to 10 held by each thread: past the cap even alone.
+                        if i % 10 == 0 {
+                            held.clear();
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(limit.open(), 0);
+        assert!(shed.load(Ordering::Relaxed) > 0, "the cap was reached");
+    }
+
+    #[test]
     fn dropping_a_ticket_frees_its_place_and_the_cap_fits_the_fd_limit() {
         let limit = ConnLimit::new(0);
         assert_eq!(limit.max(), 1);

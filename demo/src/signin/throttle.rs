@@ -400,6 +400,26 @@ mod tests {
     }
 
     #[test]
+    fn threads_racing_on_one_account_get_exactly_the_allowance() {
+        let clock = FakeRelativeClock::default();
+        let guard = SignInGuard::with_clock(policy((1000, 60), (25, 60), 10_000), clock);
+        let accepted = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for t in 0..8u8 {
+                let (guard, accepted) = (&guard, &accepted);
+                s.spawn(move || {
+                    for _ in 0..500 {
+                        if guard.admit("ann", ip(t)).is_ok() {
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(accepted.into_inner(), 25);
+    }
+
+    #[test]
     fn ipv6_is_keyed_by_its_64_and_mapped_ipv4_as_ipv4() {
         let clock = FakeRelativeClock::default();
         let guard = SignInGuard::with_clock(policy((2, 60), (100, 1), 100), clock);
