@@ -58,5 +58,5 @@ else
     echo "== redis tests"
     cargo test --release --features redis --test redis -- --include-ignored
     echo "== demo server on redis"
-    cargo test --release -p baton-demo --test redis
+    cargo test --release -p baton-demo --test redis --test signin
 fi

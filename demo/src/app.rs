@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use baton::{Backend, Clock, Store, SystemClock};
 
+use crate::conn_limit::ConnLimit;
 use crate::cors::Cors;
 use crate::metrics::ServerCounters;
+use crate::signin::Gate;
 use crate::users::Users;
 
 /// Bounds on what one request may cost the server.
@@ -58,6 +60,10 @@ pub struct AppState<B: Backend = Store<SystemClock>> {
     pub sweep: Option<fn(&B) -> usize>,
     /// Rejections made before the store sees a credential, and store outages.
     pub counters: ServerCounters,
+    /// Sign-in's throttle and hashing pool.
+    pub sign_in: Gate,
+    /// The cap on open connections.
+    pub connections: ConnLimit,
 }
 
 impl<C: Clock> AppState<Store<C>> {
@@ -82,6 +88,8 @@ impl<B: Backend> AppState<B> {
             sweep_interval: Duration::from_secs(30),
             sweep: None,
             counters: ServerCounters::default(),
+            sign_in: Gate::default(),
+            connections: ConnLimit::new(crate::conn_limit::DEFAULT_MAX),
         }
     }
 }

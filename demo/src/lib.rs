@@ -45,6 +45,7 @@
 pub mod app;
 mod body;
 pub mod cli;
+pub mod conn_limit;
 pub mod cors;
 pub mod credentials;
 mod metrics;
@@ -52,7 +53,9 @@ pub mod page;
 mod reply;
 mod routes;
 mod server;
+pub mod signin;
 pub mod users;
+pub mod users_file;
 
 pub use app::{AppState, Limits};
 pub use cli::Cli;

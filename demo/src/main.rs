@@ -1,8 +1,8 @@
 //! baton-demo: a devise_token_auth-compatible server over a baton store.
 //!
 //! Run it with `cargo run --release -p baton-demo` (add `-- --help` for the flags). It
-//! listens on 127.0.0.1:3000 and, unless `--user EMAIL:PASSWORD` is given, prints a
-//! demo user to sign in as:
+//! listens on 127.0.0.1:3000 and, unless `--users-file PATH` or `--user EMAIL:PASSWORD`
+//! is given, prints a demo user to sign in as (only on a loopback address):
 //!
 //! ```text
 //! curl -si -X POST localhost:3000/auth/sign_in -H 'content-type: application/json' \
@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use baton::Backend;
 use baton_demo::cli::{FlagError, StoreArg};
+use baton_demo::conn_limit;
 use baton_demo::users::HashCost;
 use baton_demo::{cli, serve, AppState, Cli};
 use clap::Parser;
@@ -37,7 +38,12 @@ use tokio::net::TcpListener;
 async fn main() -> ExitCode {
     let args = Cli::parse();
     init_log(args.verbose);
-    let (listen, demo_user) = (args.listen, args.users.is_empty());
+    // Each connection is a descriptor: let the connection cap, not a default soft
+    // limit of 1024, decide how many clients the server holds.
+    if conn_limit::raise_open_files_limit().is_none() {
+        log::warn!("could not raise the open-files limit");
+    }
+    let (listen, demo_user) = (args.listen, args.demo_user());
     // The plain-text passwords are hashed into the state: keep no copy while serving.
     match args.store.clone() {
         StoreArg::Memory => {

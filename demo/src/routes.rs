@@ -14,6 +14,7 @@ use crate::credentials;
 use crate::metrics::{self, ServerCounters};
 use crate::page;
 use crate::reply::{self, AuthHeaders, Reply};
+use crate::signin;
 use crate::users::User;
 
 const BAD_LOGIN: &str = "Invalid login credentials. Please try again.";
@@ -106,7 +107,7 @@ fn user_json(user: &User) -> Value {
 }
 
 async fn sign_in<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Reply {
-    let (parts, incoming) = req.into_parts();
+    let (mut parts, incoming) = req.into_parts();
     let bytes = match body::read(&parts.headers, incoming, &state.limits).await {
         Ok(b) => b,
         Err(e) => return reply::failure(e.status, e.message),
@@ -119,11 +120,30 @@ async fn sign_in<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Rep
         ServerCounters::bump(&state.counters.sign_in_failures);
         return reply::failure(StatusCode::UNAUTHORIZED, BAD_LOGIN);
     };
-    let Some(user) = state.users.verify(&email, &password) else {
+    // The peer address the accept loop put there; without one (a server that did
+    // not), every client shares the unspecified address's allowance.
+    let addr = parts.extensions.get::<std::net::SocketAddr>().map_or(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        std::net::SocketAddr::ip,
+    );
+    let user = match state
+        .sign_in
+        .attempt(&state.users, addr, email, password)
+        .await
+    {
+        Ok(user) => user,
+        Err(refused) => {
+            // From here the request only waits: its connection may be closed to make room.
+            drop(parts.extensions.remove::<crate::conn_limit::InFlight>());
+            return sign_in_refused(state, refused).await;
+        }
+    };
+    let Some(user) = user else {
         ServerCounters::bump(&state.counters.sign_in_failures);
         log::debug!("sign-in refused");
         return reply::failure(StatusCode::UNAUTHORIZED, BAD_LOGIN);
     };
+    let user = &user;
     let headers = match state.store.issue(&user.email).await {
         Ok(c) => AuthHeaders::new(&c, None, None),
         Err(BackendError::Refused(_)) => None,
@@ -136,6 +156,40 @@ async fn sign_in<B: Backend>(state: &AppState<B>, req: Request<Incoming>) -> Rep
     };
     let mut r = reply::json(StatusCode::OK, &json!({ "data": user_json(user) }));
     headers.apply(r.headers_mut());
+    r
+}
+
+/// A sign-in throttled (429, before any hash, held back up to `Gate::hold`) or
+/// refused for a full hashing queue (503, at once), in devise's error shape with
+/// `Retry-After`, and counted.
+async fn sign_in_refused<B: Backend>(state: &AppState<B>, refused: signin::Refused) -> Reply {
+    let (status, message, counter, secs, hold) = match refused {
+        signin::Refused::Throttled(t) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            signin::THROTTLED,
+            match t.scope {
+                signin::Scope::Address => &state.counters.sign_in_throttled_address,
+                signin::Scope::Account => &state.counters.sign_in_throttled_account,
+            },
+            t.retry_after_secs(),
+            state.sign_in.hold_for(&t),
+        ),
+        signin::Refused::Busy => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            signin::BUSY,
+            &state.counters.sign_in_busy,
+            1,
+            std::time::Duration::ZERO,
+        ),
+    };
+    ServerCounters::bump(counter);
+    if !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
+    log::debug!("sign-in refused: {status}");
+    let mut r = reply::failure(status, message);
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
     r
 }
 

@@ -73,9 +73,9 @@ where
     tokio::pin!(shutdown);
 
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     log::warn!("accept failed: {e}");
@@ -85,17 +85,28 @@ where
             },
             () = &mut shutdown => break,
         };
+        // Past the cap the longest-idle connection is closed to make room (conn_limit.rs).
+        let Some(ticket) = state.connections.admit(&state.counters.connections_shed) else {
+            continue;
+        };
         // Small responses: send each at once instead of waiting for more to coalesce.
         let _ = stream.set_nodelay(true);
-        let (state, handler) = (Arc::clone(&state), handler.clone());
-        let service = service_fn(move |req| {
+        let (state, handler, requests) = (Arc::clone(&state), handler.clone(), ticket.requests());
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            // Sign-in's throttle keys on the client's address; the connection is busy
+            // (never closed to make room) while the request lives.
+            req.extensions_mut().insert(peer);
+            req.extensions_mut().insert(requests.start());
             let answer = handler(Arc::clone(&state), req);
             async move { Ok::<_, Infallible>(answer.await) }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                log::debug!("connection ended: {e}");
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    log::debug!("connection ended: {e}");
+                },
+                () = ticket.closed() => log::debug!("connection closed to make room"),
             }
         });
     }
