@@ -78,7 +78,8 @@ impl fmt::Display for Rejection {
             Rejection::Expired => f.write_str("session expired"),
             Rejection::Replayed => f.write_str("retired token replayed"),
             Rejection::InvalidToken => f.write_str("invalid token"),
-            Rejection::BadInput(e) => write!(f, "bad input: {e}"),
+            // What was wrong with it is the `source()`, so a chain printer says it once.
+            Rejection::BadInput(_) => f.write_str("bad input"),
         }
     }
 }

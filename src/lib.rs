@@ -119,46 +119,42 @@
 //!   allocates nothing;
 //! - loom models of every atomic protocol, a linearizability checker over recorded
 //!   concurrent histories, and cargo-fuzz targets (see the repository's README).
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 mod backend;
-mod base64;
-mod chacha;
 mod clock;
-mod codec;
 mod config;
 mod credentials;
+#[doc(hidden)]
 pub mod decision;
 mod error;
 mod index;
-mod keystream;
+#[doc(hidden)]
 pub mod model;
 #[cfg(feature = "redis")]
 mod redis;
 mod rng;
 mod session;
-mod state;
 mod stats;
 mod store;
 mod sync;
+mod token;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisBuildError, RedisBuilder, RedisStore, MIN_SECRET_LEN};
 pub use backend::{Backend, BackendError, Unavailable};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use codec::{ClientId, Token, CLIENT_ID_LEN, MAX_UID_LEN, TOKEN_LEN};
-pub use config::{
-    Builder, ConfigError, ReplayPolicy, MAX_CLIENTS_PER_USER, MAX_SESSION_AGE, MAX_SHARDS,
-};
+pub use config::{Builder, ConfigError, MAX_CLIENTS_PER_USER, MAX_SESSION_AGE, MAX_SHARDS};
 pub use credentials::{Authenticated, Credentials, SessionInfo};
+pub use decision::{Policy, ReplayPolicy};
 pub use error::{InputError, Rejection};
-pub use keystream::REPLAY_DEPTH;
 pub use stats::Stats;
 pub use store::Store;
-#[cfg(loom)]
 #[doc(hidden)]
 pub use sync::faults;
+pub use token::{ClientId, Token, CLIENT_ID_LEN, MAX_UID_LEN, REPLAY_DEPTH, TOKEN_LEN};
 
 /// The README's example runs as a doctest.
 #[cfg(doctest)]

@@ -11,10 +11,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::codec::{check_uid, ClientId};
-use crate::decision::{decide, Decision, Policy, Presented, SessionState};
+use crate::decision::{decide, Decision, Policy, SessionState, TokenMatch};
 use crate::error::{InputError, Rejection};
-use crate::keystream::REPLAY_DEPTH;
+use crate::token::{check_uid, ClientId, REPLAY_DEPTH};
 use crate::{Authenticated, Credentials, SessionInfo};
 
 /// An owned copy of what `authenticate` answered.
@@ -227,10 +226,10 @@ impl Model {
         let st = s.state();
         let g = st.generation as usize;
         let presented = match s.tokens.iter().rposition(|t| t == token) {
-            Some(k) if k == g => Presented::Current,
-            Some(k) if k + 1 == g => Presented::Previous,
-            Some(k) if k as u64 + REPLAY_DEPTH + 1 >= g as u64 => Presented::Older,
-            _ => Presented::Unrecognised,
+            Some(k) if k == g => TokenMatch::Current,
+            Some(k) if k + 1 == g => TokenMatch::Previous,
+            Some(k) if k as u64 + REPLAY_DEPTH + 1 >= g as u64 => TokenMatch::Older,
+            _ => TokenMatch::Unrecognised,
         };
         match decide(&self.policy, &st, presented, now) {
             Decision::Expired => {
