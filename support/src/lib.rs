@@ -1,13 +1,19 @@
 //! What baton's tests and benches share that is no part of the library: a counting
 //! global allocator, one copy for every binary that measures allocations.
 //!
-//! ```ignore
+//! ```
 //! #[global_allocator]
 //! static GLOBAL: baton_support::Counting = baton_support::Counting;
 //!
-//! let before = baton_support::allocations();
-//! // ... the code that must not allocate ...
-//! assert_eq!(baton_support::allocations(), before);
+//! fn main() {
+//!     let before = baton_support::allocations();
+//!     let held = baton_support::net_bytes();
+//!     let v = std::hint::black_box(vec![7u8; 100]);
+//!     assert_eq!(baton_support::allocations(), before + 1);
+//!     assert_eq!(baton_support::net_bytes(), held + 100);
+//!     drop(v);
+//!     assert_eq!(baton_support::net_bytes(), held);
+//! }
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
