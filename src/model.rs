@@ -11,10 +11,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::clock::Clock;
+use crate::credentials::{Authenticated, Credentials, SessionInfo};
 use crate::decision::{decide, Decision, Policy, SessionState, TokenMatch};
-use crate::error::{InputError, Rejection};
-use crate::token::{check_uid, ClientId, REPLAY_DEPTH};
-use crate::{Authenticated, Credentials, SessionInfo};
+use crate::error::{check_uid, InputError, Rejection};
+use crate::store::Store;
+use crate::token::{ClientId, REPLAY_DEPTH};
 
 /// An owned copy of what `authenticate` answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +123,7 @@ fn expect<T: PartialEq + std::fmt::Debug>(what: &str, expected: T, got: T) -> Ch
 
 impl Model {
     /// A model of `store`'s settings, holding no session.
-    pub fn of<C: crate::Clock>(store: &crate::Store<C>) -> Self {
+    pub fn of<C: Clock>(store: &Store<C>) -> Self {
         Model::new(*store.policy(), store.max_clients_per_user())
     }
 

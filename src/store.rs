@@ -8,13 +8,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Builder, Config, ConfigError, Settings};
 use crate::credentials::{Authenticated, Credentials, SessionInfo};
 use crate::decision::{Policy, SessionState, TokenMatch};
-use crate::error::{InputError, Rejection};
+use crate::error::{check_uid, InputError, Rejection};
 use crate::index::{Shard, Writer};
 use crate::session::{Liveness, Session, Verdict};
 use crate::stats::{bump, ended, Counters, Stats, Striped};
 use crate::sync::epoch::{self, Guard};
 use crate::sync::AtomicU64;
-use crate::token::{check_uid, ClientId, MasterKey, Token, CLIENT_BYTES, TOKEN_BYTES};
+use crate::token::{ClientId, MasterKey, Token, CLIENT_BYTES, TOKEN_BYTES};
 
 /// Slots the incremental sweep visits per sign-in or sign-out.
 const SWEEP_STEP: usize = 8;
@@ -139,7 +139,6 @@ impl<C: Clock> Store<C> {
         let now = self.clock.now_ms();
         let hasher = |u: &str| self.hash(u);
         let mut w = shard.index.write(&hasher);
-
         let policy = self.policy();
 
         let taken = loop {
@@ -214,12 +213,8 @@ impl<C: Clock> Store<C> {
         };
         let hash = self.hash(uid);
         let guard = epoch::pin();
-        let Some(session) = self
-            .shard(hash)
-            .1
-            .index
-            .find(hash, uid, client.raw(), &guard)
-        else {
+        let (_, shard) = self.shard(hash);
+        let Some(session) = shard.index.find(hash, uid, client.raw(), &guard) else {
             return reject(&c.unknown_session, Rejection::UnknownSession);
         };
         // Decoded only once a session is found: an unknown session answers the same

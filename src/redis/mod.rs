@@ -17,9 +17,9 @@ use crate::clock::{millis, Clock, SystemClock};
 use crate::config::{Builder, ConfigError, Settings};
 use crate::credentials::{Authenticated, Credentials, SessionInfo};
 use crate::decision::{Policy, ReplayPolicy};
-use crate::error::{InputError, Rejection};
+use crate::error::{check_uid, InputError, Rejection};
 use crate::stats::{bump, Counters, Stats};
-use crate::token::{check_uid, ClientId, Token, REPLAY_DEPTH};
+use crate::token::{ClientId, Token, REPLAY_DEPTH};
 
 use keys::UserKeys;
 use mac::TokenMac;

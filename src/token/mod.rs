@@ -6,8 +6,8 @@ mod chacha;
 mod codec;
 mod keystream;
 
-pub use codec::{ClientId, Token, CLIENT_ID_LEN, MAX_UID_LEN, TOKEN_LEN};
+pub use codec::{ClientId, Token, CLIENT_ID_LEN, TOKEN_LEN};
 pub use keystream::REPLAY_DEPTH;
 
-pub(crate) use codec::{check_uid, CLIENT_BYTES, TOKEN_BYTES};
+pub(crate) use codec::{CLIENT_BYTES, TOKEN_BYTES};
 pub(crate) use keystream::MasterKey;
