@@ -71,7 +71,7 @@ pub(crate) fn uid_hasher() -> ahash::RandomState {
 /// that passes with its bug injected proves nothing, so each model has a twin that
 /// injects one and must panic.
 ///
-/// Outside loom no fault is ever active: [`inject`] does nothing and `active` is a
+/// Outside loom no fault is ever active: `inject` does nothing and `active` is a
 /// constant `false` the compiler folds away. The crate root re-exports this module,
 /// hidden, so `tests/loom.rs` can reach it; it is no part of the API.
 ///
