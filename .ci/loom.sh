@@ -13,6 +13,9 @@ export CARGO_TERM_COLOR=never
 export RUSTFLAGS="--cfg loom --cfg crossbeam_loom"
 export CARGO_TARGET_DIR=target/loom
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
+# Optimised, but with debug assertions on, so the index's `debug_assert!`s are
+# checked in every interleaving.
+export CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true
 start=$SECONDS
 # --nocapture shows each model's execution count and time.
 cargo test --release --test loom -- --nocapture --test-threads=2 "$@"

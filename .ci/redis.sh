@@ -61,5 +61,5 @@ else
     echo "== the tower layer on redis"
     cargo test --release --features redis,axum --test layer -- --include-ignored
     echo "== demo server on redis"
-    cargo test --release -p baton-demo --test redis
+    cargo test --release -p baton-demo --test redis --test signin
 fi

@@ -15,10 +15,9 @@
 mod contenders;
 mod harness;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -28,42 +27,8 @@ use hdrhistogram::Histogram;
 use contenders::{Contender, Settings, NAMES};
 use harness::{Board, Dist, Entry, Mix, Size, Worker, Workload, MAX_THREADS};
 
-struct Counting;
-
-static NET_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards every call to `System` unchanged and only adds to an atomic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        NET_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        NET_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        NET_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` was allocated by `System` with `layout`, per the caller.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        NET_BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: as for `dealloc` and `alloc`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: baton_support::Counting = baton_support::Counting;
 
 const BIG: usize = 1_000_000;
 const THREADS: [usize; 3] = [1, 2, 4];
@@ -100,11 +65,11 @@ fn settle_garbage() {
 fn populate(name: &str, uids: &[String], measure: bool) -> (Instance, Option<f64>) {
     let settings = Settings::default();
     settle_garbage();
-    let before = NET_BYTES.load(Ordering::Relaxed);
+    let before = baton_support::net_bytes();
     let mut c = contenders::build(name, &settings, SystemClock, uids.len());
     let creds = c.populate(uids);
     settle_garbage();
-    let grown = NET_BYTES.load(Ordering::Relaxed) - before;
+    let grown = baton_support::net_bytes() - before;
     // The credentials handed back are the clients' copy, not the store's.
     let handed_back = (creds.capacity() * std::mem::size_of::<contenders::Creds>()) as isize;
     let per_session = measure.then(|| (grown - handed_back) as f64 / uids.len() as f64);

@@ -43,7 +43,7 @@ impl ManualClock {
 
     /// Moves the clock forward by `by` (whole milliseconds; saturates).
     pub fn advance(&self, by: Duration) {
-        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        let ms = millis(by);
         // Relaxed: the clock is a single value; callers that need ordering get it from
         // the store's own synchronisation.
         let _ = self
@@ -71,6 +71,13 @@ impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
         self.now.load(StdOrdering::Relaxed)
     }
+}
+
+/// Whole milliseconds of `d`, saturating at `u64::MAX` (584 million years), as every
+/// setting and clock step is kept.
+#[inline]
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {

@@ -1,23 +1,15 @@
 //! The builder: every setting, its default, and the ranges `build()` enforces.
+//!
+//! Validation is split by who reads a setting: [`Settings`], the decision table's and
+//! the per-user cap, which every backend runs with, and the embedded store's own shard
+//! count. The Redis backend validates the first alone and never builds a `Store`.
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::clock::{Clock, SystemClock};
-use crate::decision::Policy;
-use crate::state;
-use crate::store::Store;
-
-/// What a replayed token (`T(g-1)` after its window, or an older genuine one) does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum ReplayPolicy {
-    /// Answer `Replayed`; the session lives on (devise_token_auth's behaviour).
-    #[default]
-    Reject,
-    /// Answer `Replayed` and revoke the session: a replay is taken as a stolen token.
-    RevokeSession,
-}
+use crate::clock::{millis, Clock, SystemClock};
+use crate::decision::{Policy, ReplayPolicy};
+use crate::session::MAX_OFFSET_MS;
 
 /// A setting out of range: which one, and what range it must be in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +42,7 @@ impl std::error::Error for ConfigError {}
 
 /// The longest a session can live: its rotation time is packed into 36 bits of
 /// milliseconds (about 795 days). With no `max_age`, sessions end there.
-pub const MAX_SESSION_AGE: Duration = Duration::from_millis(state::MAX_OFFSET_MS);
+pub const MAX_SESSION_AGE: Duration = Duration::from_millis(MAX_OFFSET_MS);
 
 /// The most sessions one user may hold: all of a user's sessions sit in one probe
 /// chain, which sign-in walks.
@@ -59,7 +51,7 @@ pub const MAX_CLIENTS_PER_USER: usize = 256;
 /// The most shards a store may have.
 pub const MAX_SHARDS: usize = 1 << 16;
 
-/// Configures a [`Store`]. Every setting has SPEC's default (devise_token_auth's where
+/// Configures a [`Store`](crate::Store). Every setting has SPEC's default (devise_token_auth's where
 /// it has one):
 ///
 /// | setting | default | range |
@@ -182,15 +174,35 @@ impl<C: Clock> Builder<C> {
         }
     }
 
-    /// Checks every setting and builds the store.
-    pub fn build(self) -> Result<Store<C>, ConfigError> {
-        let config = self.validate()?;
-        Ok(Store::from_config(config, self.clock))
+    /// The clock, for `build` (in `store.rs`).
+    pub(crate) fn into_clock(self) -> C {
+        self.clock
     }
 
-    fn validate(&self) -> Result<Config, ConfigError> {
-        let limit = state::MAX_OFFSET_MS;
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    /// Checks every setting the embedded store reads.
+    pub(crate) fn validate(&self) -> Result<Config, ConfigError> {
+        let settings = self.check_settings()?;
+        if !self.shards.is_power_of_two() || self.shards > MAX_SHARDS {
+            return Err(ConfigError::new(
+                "shards",
+                format!(
+                    "must be a power of two between 1 and {MAX_SHARDS} (got {})",
+                    self.shards
+                ),
+            ));
+        }
+        Ok(Config {
+            settings,
+            shards: self.shards,
+        })
+    }
+
+    /// Checks the settings every backend reads: the decision table's and the
+    /// per-user cap (not the shard count or the clock, which only the embedded store
+    /// has).
+    pub(crate) fn check_settings(&self) -> Result<Settings, ConfigError> {
+        let limit = MAX_OFFSET_MS;
+        let ms = millis;
         let lifespan = ms(self.token_lifespan);
         if !(1000..=limit).contains(&lifespan) {
             return Err(ConfigError::new(
@@ -241,16 +253,7 @@ impl<C: Clock> Builder<C> {
                 ),
             ));
         }
-        if !self.shards.is_power_of_two() || self.shards > MAX_SHARDS {
-            return Err(ConfigError::new(
-                "shards",
-                format!(
-                    "must be a power of two between 1 and {MAX_SHARDS} (got {})",
-                    self.shards
-                ),
-            ));
-        }
-        Ok(Config {
+        Ok(Settings {
             policy: Policy {
                 batch_window_ms,
                 min_rotation_interval_ms,
@@ -261,16 +264,21 @@ impl<C: Clock> Builder<C> {
                 replay_policy: self.replay_policy,
             },
             max_clients_per_user: self.max_clients_per_user,
-            shards: self.shards,
         })
     }
 }
 
-/// Validated settings.
+/// Validated settings every backend runs with.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Config {
+pub(crate) struct Settings {
     pub(crate) policy: Policy,
     pub(crate) max_clients_per_user: usize,
+}
+
+/// Validated settings of the embedded store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    pub(crate) settings: Settings,
     pub(crate) shards: usize,
 }
 
@@ -286,14 +294,15 @@ mod tests {
     #[test]
     fn defaults_are_specs() {
         let c = Builder::default().validate().unwrap();
-        assert_eq!(c.policy.batch_window_ms, 5000);
-        assert_eq!(c.policy.min_rotation_interval_ms, 0);
-        assert!(c.policy.rotation);
-        assert_eq!(c.policy.recovery_window_ms, 0);
-        assert_eq!(c.policy.token_lifespan_ms, 14 * 86_400_000);
-        assert_eq!(c.policy.max_age_ms, state::MAX_OFFSET_MS);
-        assert_eq!(c.policy.replay_policy, ReplayPolicy::Reject);
-        assert_eq!(c.max_clients_per_user, 10);
+        let p = c.settings.policy;
+        assert_eq!(p.batch_window_ms, 5000);
+        assert_eq!(p.min_rotation_interval_ms, 0);
+        assert!(p.rotation);
+        assert_eq!(p.recovery_window_ms, 0);
+        assert_eq!(p.token_lifespan_ms, 14 * 86_400_000);
+        assert_eq!(p.max_age_ms, MAX_OFFSET_MS);
+        assert_eq!(p.replay_policy, ReplayPolicy::Reject);
+        assert_eq!(c.settings.max_clients_per_user, 10);
         assert_eq!(c.shards, 64);
     }
 
@@ -335,6 +344,18 @@ mod tests {
             assert!(e.to_string().starts_with(setting), "{e}");
             assert!(e.to_string().contains("must be"), "{e}");
         }
+    }
+
+    #[test]
+    fn backend_settings_ignore_the_shard_count() {
+        let b = Builder::default().shards(3);
+        assert!(b.check_settings().is_ok());
+        assert_eq!(b.validate().unwrap_err().setting(), "shards");
+        let bad = Builder::default().shards(3).max_clients_per_user(0);
+        assert_eq!(
+            bad.check_settings().unwrap_err().setting(),
+            "max_clients_per_user"
+        );
     }
 
     #[test]

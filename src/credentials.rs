@@ -1,6 +1,6 @@
 //! What a successful call hands back: the credentials the client must send next.
 
-use crate::codec::{ClientId, Token};
+use crate::token::{ClientId, Token};
 
 /// The five values of devise_token_auth's headers (`token-type` is always `Bearer`).
 /// Borrows the uid from the call that produced it, so producing it never allocates.
@@ -35,7 +35,8 @@ impl<'a> Credentials<'a> {
     }
 }
 
-/// A successful `authenticate`.
+/// A successful `authenticate`. Exhaustive on purpose: a credential is either
+/// rotated or not, and callers match both arms without a wildcard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Authenticated<'a> {
     /// The presented token was retired; these carry its successor.
@@ -59,8 +60,10 @@ impl<'a> Authenticated<'a> {
     }
 }
 
-/// One live session of a user, for admin pages. Holds no token.
+/// One live session of a user, for admin pages. Holds no token. Built by the store
+/// only; more fields may come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionInfo {
     /// The device.
     pub client: ClientId,

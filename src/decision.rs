@@ -15,11 +15,26 @@
 //! | anything else | | [`Decision::InvalidToken`] |
 //!
 //! "No such session" is the caller's row: it needs no state to decide.
+//!
+//! A leaf: it imports nothing of the crate, so the table can be read, tested and
+//! reused (by the model, the benchmark's contenders, the fuzz targets) on its own.
 
-use crate::config::ReplayPolicy;
+/// What a replayed token (`T(g-1)` after its window, or an older genuine one) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ReplayPolicy {
+    /// Answer `Replayed`; the session lives on (devise_token_auth's behaviour).
+    #[default]
+    Reject,
+    /// Answer `Replayed` and revoke the session: a replay is taken as a stolen token.
+    RevokeSession,
+}
 
-/// The settings the table reads, in milliseconds.
+/// The settings the table reads, in milliseconds: what
+/// [`Store::policy`](crate::Store::policy) reports. Built only by the
+/// [`Builder`](crate::Builder), which checks the ranges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Policy {
     /// How long after a rotation the retired token still batches (`W`).
     pub batch_window_ms: u64,
@@ -50,9 +65,10 @@ pub struct SessionState {
     pub successor_used: bool,
 }
 
-/// Which of the session's tokens the presented one is.
+/// Which of the session's tokens the presented one is (the token matched against
+/// the session's chain, not the request's credentials).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Presented {
+pub enum TokenMatch {
     /// `T(g)`.
     Current,
     /// `T(g-1)`.
@@ -97,7 +113,7 @@ impl Policy {
 
 /// The decision table: one session, one presented token, one instant.
 #[inline]
-pub fn decide(policy: &Policy, s: &SessionState, presented: Presented, now_ms: u64) -> Decision {
+pub fn decide(policy: &Policy, s: &SessionState, presented: TokenMatch, now_ms: u64) -> Decision {
     if now_ms >= policy.expiry_ms(s) {
         return Decision::Expired;
     }
@@ -106,7 +122,7 @@ pub fn decide(policy: &Policy, s: &SessionState, presented: Presented, now_ms: u
         revoke: policy.replay_policy == ReplayPolicy::RevokeSession,
     };
     match presented {
-        Presented::Current => {
+        TokenMatch::Current => {
             if !policy.rotation || since_rotation < policy.min_rotation_interval_ms {
                 Decision::Batch {
                     mark_used: policy.recovery_window_ms > 0 && !s.successor_used,
@@ -121,14 +137,14 @@ pub fn decide(policy: &Policy, s: &SessionState, presented: Presented, now_ms: u
                 })
             }
         }
-        Presented::Previous if since_rotation < policy.batch_window_ms => {
+        TokenMatch::Previous if since_rotation < policy.batch_window_ms => {
             Decision::Batch { mark_used: false }
         }
-        Presented::Previous if since_rotation < policy.recovery_window_ms && !s.successor_used => {
+        TokenMatch::Previous if since_rotation < policy.recovery_window_ms && !s.successor_used => {
             Decision::Batch { mark_used: false }
         }
-        Presented::Previous | Presented::Older => replayed,
-        Presented::Unrecognised => Decision::InvalidToken,
+        TokenMatch::Previous | TokenMatch::Older => replayed,
+        TokenMatch::Unrecognised => Decision::InvalidToken,
     }
 }
 
@@ -162,14 +178,14 @@ mod tests {
     #[test]
     fn expiry_is_checked_before_the_token() {
         let p = policy();
-        for presented in [Presented::Current, Presented::Unrecognised] {
+        for presented in [TokenMatch::Current, TokenMatch::Unrecognised] {
             assert_eq!(
                 decide(&p, &state(3, 0), presented, 100 * SEC),
                 Decision::Expired
             );
         }
         assert_ne!(
-            decide(&p, &state(3, 0), Presented::Current, 100 * SEC - 1),
+            decide(&p, &state(3, 0), TokenMatch::Current, 100 * SEC - 1),
             Decision::Expired
         );
     }
@@ -192,13 +208,13 @@ mod tests {
     #[test]
     fn current_rotates_and_keeps_rotation_time_monotonic() {
         let p = policy();
-        let Decision::Rotate(next) = decide(&p, &state(4, 10 * SEC), Presented::Current, 12 * SEC)
+        let Decision::Rotate(next) = decide(&p, &state(4, 10 * SEC), TokenMatch::Current, 12 * SEC)
         else {
             panic!("expected a rotation");
         };
         assert_eq!((next.generation, next.rotated_at_ms), (5, 12 * SEC));
         // The clock stepped back: the rotation time stays where it was.
-        let Decision::Rotate(back) = decide(&p, &state(4, 10 * SEC), Presented::Current, 9 * SEC)
+        let Decision::Rotate(back) = decide(&p, &state(4, 10 * SEC), TokenMatch::Current, 9 * SEC)
         else {
             panic!("expected a rotation");
         };
@@ -212,11 +228,11 @@ mod tests {
             ..policy()
         };
         assert_eq!(
-            decide(&p, &state(1, 10 * SEC), Presented::Current, 14_999),
+            decide(&p, &state(1, 10 * SEC), TokenMatch::Current, 14_999),
             Decision::Batch { mark_used: false }
         );
         assert!(matches!(
-            decide(&p, &state(1, 10 * SEC), Presented::Current, 15 * SEC),
+            decide(&p, &state(1, 10 * SEC), TokenMatch::Current, 15 * SEC),
             Decision::Rotate(_)
         ));
         let off = Policy {
@@ -224,7 +240,7 @@ mod tests {
             ..policy()
         };
         assert_eq!(
-            decide(&off, &state(1, 0), Presented::Current, 50 * SEC),
+            decide(&off, &state(1, 0), TokenMatch::Current, 50 * SEC),
             Decision::Batch { mark_used: false }
         );
         let recovering = Policy {
@@ -233,7 +249,7 @@ mod tests {
             ..policy()
         };
         assert_eq!(
-            decide(&recovering, &state(1, 0), Presented::Current, 50 * SEC),
+            decide(&recovering, &state(1, 0), TokenMatch::Current, 50 * SEC),
             Decision::Batch { mark_used: true }
         );
     }
@@ -242,11 +258,11 @@ mod tests {
     fn previous_batches_inside_the_window_then_is_replayed() {
         let p = policy();
         assert_eq!(
-            decide(&p, &state(2, 10 * SEC), Presented::Previous, 14_999),
+            decide(&p, &state(2, 10 * SEC), TokenMatch::Previous, 14_999),
             Decision::Batch { mark_used: false }
         );
         assert_eq!(
-            decide(&p, &state(2, 10 * SEC), Presented::Previous, 15 * SEC),
+            decide(&p, &state(2, 10 * SEC), TokenMatch::Previous, 15 * SEC),
             Decision::Replayed { revoke: false }
         );
         let revoking = Policy {
@@ -254,7 +270,7 @@ mod tests {
             ..policy()
         };
         assert_eq!(
-            decide(&revoking, &state(2, 10 * SEC), Presented::Older, 11 * SEC),
+            decide(&revoking, &state(2, 10 * SEC), TokenMatch::Older, 11 * SEC),
             Decision::Replayed { revoke: true }
         );
     }
@@ -271,20 +287,20 @@ mod tests {
             ..unused
         };
         assert_eq!(
-            decide(&p, &unused, Presented::Previous, 69_999),
+            decide(&p, &unused, TokenMatch::Previous, 69_999),
             Decision::Batch { mark_used: false }
         );
         assert_eq!(
-            decide(&p, &unused, Presented::Previous, 70 * SEC),
+            decide(&p, &unused, TokenMatch::Previous, 70 * SEC),
             Decision::Replayed { revoke: false }
         );
         assert_eq!(
-            decide(&p, &used, Presented::Previous, 20 * SEC),
+            decide(&p, &used, TokenMatch::Previous, 20 * SEC),
             Decision::Replayed { revoke: false }
         );
         // Inside W the successor's use does not matter.
         assert_eq!(
-            decide(&p, &used, Presented::Previous, 12 * SEC),
+            decide(&p, &used, TokenMatch::Previous, 12 * SEC),
             Decision::Batch { mark_used: false }
         );
     }
@@ -292,7 +308,7 @@ mod tests {
     #[test]
     fn unrecognised_is_invalid() {
         assert_eq!(
-            decide(&policy(), &state(0, 0), Presented::Unrecognised, 1),
+            decide(&policy(), &state(0, 0), TokenMatch::Unrecognised, 1),
             Decision::InvalidToken
         );
     }

@@ -1,6 +1,19 @@
-//! Why a call was refused.
+//! Why a call was refused, and the one check of a uid.
 
 use std::fmt;
+
+/// The longest uid, in bytes.
+pub const MAX_UID_LEN: usize = 255;
+
+/// Checks a uid: 1 to [`MAX_UID_LEN`] bytes of UTF-8.
+#[inline]
+pub(crate) fn check_uid(uid: &str) -> Result<(), InputError> {
+    match uid.len() {
+        0 => Err(InputError::EmptyUid),
+        len if len > MAX_UID_LEN => Err(InputError::UidTooLong { len }),
+        _ => Ok(()),
+    }
+}
 
 /// Input that can never name a session or a token: refused before any lookup, with
 /// nothing changed.
@@ -9,7 +22,7 @@ use std::fmt;
 pub enum InputError {
     /// The uid is empty.
     EmptyUid,
-    /// The uid is longer than [`MAX_UID_LEN`](crate::MAX_UID_LEN) bytes.
+    /// The uid is longer than [`MAX_UID_LEN`] bytes.
     UidTooLong {
         /// Its length in bytes.
         len: usize,
@@ -25,7 +38,7 @@ impl fmt::Display for InputError {
         match self {
             InputError::EmptyUid => f.write_str("uid is empty"),
             InputError::UidTooLong { len } => {
-                write!(f, "uid is {len} bytes, more than {}", crate::MAX_UID_LEN)
+                write!(f, "uid is {len} bytes, more than {}", MAX_UID_LEN)
             }
             InputError::MalformedClient => {
                 f.write_str("client id is not 16 characters of url-safe base64")
@@ -78,7 +91,8 @@ impl fmt::Display for Rejection {
             Rejection::Expired => f.write_str("session expired"),
             Rejection::Replayed => f.write_str("retired token replayed"),
             Rejection::InvalidToken => f.write_str("invalid token"),
-            Rejection::BadInput(e) => write!(f, "bad input: {e}"),
+            // What was wrong with it is the `source()`, so a chain printer says it once.
+            Rejection::BadInput(_) => f.write_str("bad input"),
         }
     }
 }
@@ -90,5 +104,21 @@ impl std::error::Error for Rejection {}
 impl From<InputError> for Rejection {
     fn from(e: InputError) -> Self {
         Rejection::BadInput(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_limits() {
+        assert_eq!(check_uid(""), Err(InputError::EmptyUid));
+        assert_eq!(check_uid(&"a".repeat(255)), Ok(()));
+        assert_eq!(
+            check_uid(&"a".repeat(256)),
+            Err(InputError::UidTooLong { len: 256 })
+        );
+        assert_eq!(check_uid("ü"), Ok(()));
     }
 }

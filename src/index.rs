@@ -15,10 +15,15 @@
 //! Invariants, under the writer lock:
 //! - every session is reachable from the current table or has been retired, never both;
 //! - the table is at most half full (sessions plus tombstones), so probes end.
+//!
+//! This is one of the crate's two modules allowed `unsafe` (the other is the ChaCha20
+//! block's dispatch): dereferencing epoch-protected pointers and retiring them.
+#![allow(unsafe_code)]
 
 use crate::session::Session;
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{lock, Mutex, MutexGuard, Ordering};
+use crate::token::CLIENT_BYTES;
 
 const TOMBSTONE: usize = 1;
 const MIN_CAPACITY: usize = 8;
@@ -82,7 +87,7 @@ impl Shard {
         &self,
         hash: u64,
         uid: &str,
-        client: &[u8; crate::codec::CLIENT_BYTES],
+        client: &[u8; CLIENT_BYTES],
         guard: &'g Guard,
     ) -> Option<&'g Session> {
         let mut found = None;
@@ -149,7 +154,6 @@ impl Shard {
         debug_assert!(!old.is_null(), "removed an empty slot");
         if !old.is_null() {
             // SAFETY: not retired yet (this call retires it), and we are pinned.
-            #[cfg(loom)]
             unsafe { old.deref() }.unlinked();
             // SAFETY: the slot no longer points to the session, it is in no other
             // current slot, and earlier tables that still point to it were retired
@@ -291,7 +295,7 @@ impl<'s> Writer<'s> {
             }
             // SAFETY: as in `Shard::probe`.
             let s = unsafe { p.deref() };
-            if s.load().is_dead() {
+            if s.is_dead() {
                 drop_later.push(p);
             } else {
                 keep.push(p);
@@ -317,7 +321,6 @@ impl<'s> Writer<'s> {
         unsafe { guard.defer_destroy(old_shared) };
         for p in drop_later {
             // SAFETY: not retired yet (this loop retires it), and we are pinned.
-            #[cfg(loom)]
             unsafe { p.deref() }.unlinked();
             // SAFETY: the dead session is in no current table: the new one skipped it
             // and the old one, just retired, is reachable only by readers pinned before.

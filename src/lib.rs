@@ -41,6 +41,21 @@
 //! - `tower`: `http::BatonLayer`, SPEC §4's middleware over any [`Backend`].
 //! - `axum`: `http::Session` as an extractor, sign-in and sign-out as response parts.
 //!
+//! # Where things are
+//!
+//! | file | holds |
+//! |---|---|
+//! | `decision.rs` | the decision table: one pure function of a session's state, the presented token's match and the time; imports nothing of the crate |
+//! | `session/word.rs` | the state word's bit layout: generation, rotation time, "used", "dead" in one `u64` |
+//! | `session/state.rs`, `session/mod.rs` | the atomic word's one compare-and-swap loop, and every transition through it: the table applied to a session, sign-out, expiry, eviction |
+//! | `index.rs` | the shard index: lock-free lookups, epoch-based reclamation |
+//! | `token/` | `keystream.rs` derives `T(g)` (`chacha.rs`, the ChaCha20 block); `codec.rs` and `base64.rs` put tokens and client ids on the wire |
+//! | `store.rs`, `config.rs` | the public [`Store`] over the index, and its [`Builder`] |
+//! | `sync.rs` | every atomic, lock and epoch type, `std` or loom, and loom's no-op-outside-loom hooks |
+//! | `model.rs` | a plain sequential model of the whole store, for tests |
+//! | `backend.rs`, `redis/` | the [`Backend`] trait, and the Redis backend (feature `redis`) |
+//! | `http/` | the devise header codec, the tower layer and the axum extractors (features `http`, `tower`, `axum`) |
+//!
 //! # The decision table
 //!
 //! `authenticate(uid, client, token)` is one atomic step; `now` is the store's
@@ -58,9 +73,14 @@
 //! | `T(g-2)` ..= `T(g-1-`[`REPLAY_DEPTH`]`)` | | `Replayed` | per [`ReplayPolicy`] |
 //! | anything else (wrong, malformed, empty, huge) | | `InvalidToken` | none |
 //!
-//! The table is one pure function, [`decision::decide`]; [`model::Model`] is a plain
-//! sequential reference of the whole store that the tests compare against. Decisions
-//! this crate made where SPEC is silent:
+//! The table is one pure function, `baton::decision::decide`; `baton::model::Model` is
+//! a plain sequential reference of the whole store that the tests compare against.
+//! Both modules are public so that tests, benches and fuzz targets outside the crate
+//! drive the very code the store runs, but hidden from these docs and outside the
+//! stable API: they change whenever the store's internals do. Hidden rather than
+//! behind a feature, so `cargo test` needs no flag and no build differs from the one
+//! that ships. The settings the table reads are [`Policy`] (stable, re-exported here).
+//! Decisions this crate made where SPEC is silent:
 //! - An expired session that a sweep removed before anyone presented it answers
 //!   `UnknownSession` (it is gone), not `Expired`.
 //! - `revoke` reports whether the session was live; an expired one is removed and
@@ -76,6 +96,9 @@
 //!   (as with any store that compares against `now`); a swept one stays gone.
 //! - Linearizability is per session: `sessions(uid)` and `revoke_user(uid)` visit a
 //!   user's sessions one at a time, so a sign-in racing them may or may not be seen.
+//! - [`Authenticated`] is exhaustive (a credential rotated or it did not); the types
+//!   that may grow ([`Rejection`], [`InputError`], [`Policy`], [`SessionInfo`],
+//!   [`Stats`], [`ReplayPolicy`]) are `#[non_exhaustive]`.
 //!
 //! # Consistency
 //!
@@ -86,8 +109,10 @@
 //!   everything. Of concurrent callers presenting `T(g)`, exactly one CAS succeeds; the
 //!   others fail, re-read generation `g+1`, find their token is `T(g-1)` inside the
 //!   window and compute the same `T(g+1)`.
-//! - **Linearizable per session.** Every state change is one CAS on that word; an
-//!   answer that changes nothing is linearized at the load it read. Revocation sets the
+//! - **Linearizable per session.** Every state change is one CAS on that word, made
+//!   by the one loop in `session/state.rs` that decides on the word it replaces and
+//!   decides again if the CAS loses; an answer that changes nothing is linearized at
+//!   the load it read. Revocation sets the
 //!   word's dead bit by CAS, so any `authenticate` that starts after `revoke` returns
 //!   reads a dead session. A successful CAS (AcqRel) happens-before every answer that
 //!   carries the token it minted.
@@ -118,8 +143,13 @@
 //!
 //! # Safety and how it is verified
 //!
-//! The `unsafe` is confined to `index.rs`: dereferencing epoch-protected pointers and
-//! retiring unlinked sessions and tables, each with a `// SAFETY:` argument. Checked by:
+//! The crate root denies `unsafe_code`; two places allow it, so this list cannot go
+//! stale: `index.rs` (dereferencing epoch-protected pointers, retiring unlinked
+//! sessions and tables) and, in `token/chacha.rs`, the two dispatch functions that
+//! call the ChaCha20 block's `#[target_feature]` versions after run-time detection.
+//! Each `unsafe` block carries a `// SAFETY:` argument; Miri runs over both
+//! (`.ci/miri.sh`). Loom's lifetime witness, `unsafe impl Sync` of an empty cell,
+//! exists only in loom builds. Checked by:
 //! - unit tests of every row, every builder error, the state word's edges, the codecs
 //!   (against `base64ct`) and the block function (against `rand_chacha` and RFC 7539);
 //! - a property test comparing random operation sequences against [`model::Model`];
@@ -128,48 +158,44 @@
 //!   allocates nothing;
 //! - loom models of every atomic protocol, a linearizability checker over recorded
 //!   concurrent histories, and cargo-fuzz targets (see the repository's README).
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 mod backend;
-mod base64;
-mod chacha;
 mod clock;
-mod codec;
 mod config;
 mod credentials;
+#[doc(hidden)]
 pub mod decision;
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
 mod index;
-mod keystream;
+#[doc(hidden)]
 pub mod model;
 #[cfg(feature = "redis")]
 mod redis;
 mod rng;
 mod session;
-mod state;
 mod stats;
 mod store;
 mod sync;
+mod token;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisBuildError, RedisBuilder, RedisStore, MIN_SECRET_LEN};
 pub use backend::{AuthResult, Backend, BackendError, BoxFuture, DynBackend, Unavailable};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use codec::{ClientId, Token, CLIENT_ID_LEN, MAX_UID_LEN, TOKEN_LEN};
-pub use config::{
-    Builder, ConfigError, ReplayPolicy, MAX_CLIENTS_PER_USER, MAX_SESSION_AGE, MAX_SHARDS,
-};
+pub use config::{Builder, ConfigError, MAX_CLIENTS_PER_USER, MAX_SESSION_AGE, MAX_SHARDS};
 pub use credentials::{Authenticated, Credentials, SessionInfo};
-pub use error::{InputError, Rejection};
-pub use keystream::REPLAY_DEPTH;
+pub use decision::{Policy, ReplayPolicy};
+pub use error::{InputError, Rejection, MAX_UID_LEN};
 pub use stats::Stats;
 pub use store::Store;
-#[cfg(loom)]
 #[doc(hidden)]
 pub use sync::faults;
+pub use token::{ClientId, Token, CLIENT_ID_LEN, REPLAY_DEPTH, TOKEN_LEN};
 
 /// The README's examples run as doctests. One is an axum service, so they need the
 /// `axum` feature, which `cargo test --workspace` (CI's command) turns on through the

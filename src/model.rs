@@ -11,11 +11,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::codec::{check_uid, ClientId};
-use crate::decision::{decide, Decision, Policy, Presented, SessionState};
-use crate::error::{InputError, Rejection};
-use crate::keystream::REPLAY_DEPTH;
-use crate::{Authenticated, Credentials, SessionInfo};
+use crate::clock::Clock;
+use crate::credentials::{Authenticated, Credentials, SessionInfo};
+use crate::decision::{decide, Decision, Policy, SessionState, TokenMatch};
+use crate::error::{check_uid, InputError, Rejection};
+use crate::store::Store;
+use crate::token::{ClientId, REPLAY_DEPTH};
 
 /// An owned copy of what `authenticate` answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +123,7 @@ fn expect<T: PartialEq + std::fmt::Debug>(what: &str, expected: T, got: T) -> Ch
 
 impl Model {
     /// A model of `store`'s settings, holding no session.
-    pub fn of<C: crate::Clock>(store: &crate::Store<C>) -> Self {
+    pub fn of<C: Clock>(store: &Store<C>) -> Self {
         Model::new(*store.policy(), store.max_clients_per_user())
     }
 
@@ -227,10 +228,10 @@ impl Model {
         let st = s.state();
         let g = st.generation as usize;
         let presented = match s.tokens.iter().rposition(|t| t == token) {
-            Some(k) if k == g => Presented::Current,
-            Some(k) if k + 1 == g => Presented::Previous,
-            Some(k) if k as u64 + REPLAY_DEPTH + 1 >= g as u64 => Presented::Older,
-            _ => Presented::Unrecognised,
+            Some(k) if k == g => TokenMatch::Current,
+            Some(k) if k + 1 == g => TokenMatch::Previous,
+            Some(k) if k as u64 + REPLAY_DEPTH + 1 >= g as u64 => TokenMatch::Older,
+            _ => TokenMatch::Unrecognised,
         };
         match decide(&self.policy, &st, presented, now) {
             Decision::Expired => {

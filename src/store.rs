@@ -5,17 +5,16 @@ use std::fmt;
 use crossbeam_utils::CachePadded;
 
 use crate::clock::{Clock, SystemClock};
-use crate::codec::{check_uid, ClientId, Token, CLIENT_BYTES};
-use crate::config::{Builder, Config};
+use crate::config::{Builder, Config, ConfigError, Settings};
 use crate::credentials::{Authenticated, Credentials, SessionInfo};
-use crate::decision::{decide, Decision, Policy, Presented, SessionState};
-use crate::error::{InputError, Rejection};
-use crate::index::{Shard, Slot, Writer};
-use crate::keystream::MasterKey;
-use crate::session::Session;
-use crate::state::Word;
+use crate::decision::{Policy, SessionState, TokenMatch};
+use crate::error::{check_uid, InputError, Rejection};
+use crate::index::{Shard, Writer};
+use crate::session::{Liveness, Session, Verdict};
 use crate::stats::{bump, ended, Counters, Stats, Striped};
 use crate::sync::epoch::{self, Guard};
+use crate::sync::AtomicU64;
+use crate::token::{ClientId, MasterKey, Token, CLIENT_BYTES, TOKEN_BYTES};
 
 /// Slots the incremental sweep visits per sign-in or sign-out.
 const SWEEP_STEP: usize = 8;
@@ -36,14 +35,14 @@ pub struct Store<C: Clock = SystemClock> {
     hasher: ahash::RandomState,
     key: MasterKey,
     counters: Striped,
-    config: Config,
+    settings: Settings,
     clock: C,
 }
 
 impl<C: Clock> fmt::Debug for Store<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("config", &self.config)
+            .field("settings", &self.settings)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -69,8 +68,18 @@ impl Default for Store<SystemClock> {
     }
 }
 
+// `build` lives here rather than in `config.rs`, so the settings module does not
+// depend on the store it configures.
+impl<C: Clock> Builder<C> {
+    /// Checks every setting and builds the store.
+    pub fn build(self) -> Result<Store<C>, ConfigError> {
+        let config = self.validate()?;
+        Ok(Store::from_config(config, self.into_clock()))
+    }
+}
+
 impl<C: Clock> Store<C> {
-    pub(crate) fn from_config(config: Config, clock: C) -> Self {
+    fn from_config(config: Config, clock: C) -> Self {
         let shards = (0..config.shards)
             .map(|_| ShardSlot {
                 index: CachePadded::new(Shard::new()),
@@ -79,14 +88,10 @@ impl<C: Clock> Store<C> {
         Store {
             shards,
             shard_shift: 64 - config.shards.trailing_zeros(),
-            #[cfg(not(loom))]
-            hasher: ahash::RandomState::new(),
-            // Loom replays executions and needs each to probe the same slots.
-            #[cfg(loom)]
-            hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
+            hasher: crate::sync::uid_hasher(),
             key: MasterKey::from_os(),
             counters: Striped::new(),
-            config,
+            settings: config.settings,
             clock,
         }
     }
@@ -103,25 +108,20 @@ impl<C: Clock> Store<C> {
         (i, &self.shards[i])
     }
 
+    /// What the client must send next: `token`, and the expiry of state `st`.
     #[inline]
-    fn expiry_ms(&self, s: &SessionState) -> u64 {
-        self.config.policy.expiry_ms(s)
-    }
-
     fn credentials<'a>(
         &self,
         uid: &'a str,
         client: ClientId,
-        session: &Session,
-        token: &[u8; 16],
-        word: Word,
+        token: &[u8; TOKEN_BYTES],
+        st: &SessionState,
     ) -> Credentials<'a> {
         Credentials {
             uid,
-            // The parsed id: equal to the session's, and already encoded.
             client,
             token: Token::encode(token),
-            expiry: self.expiry_ms(&word.unpack(session.created_ms)) / 1000,
+            expiry: self.policy().expiry_ms(st) / 1000,
         }
     }
 
@@ -139,35 +139,31 @@ impl<C: Clock> Store<C> {
         let now = self.clock.now_ms();
         let hasher = |u: &str| self.hash(u);
         let mut w = shard.index.write(&hasher);
+        let policy = self.policy();
 
         let taken = loop {
             let chain = w.of_user(hash, uid, &guard);
             let mut live = Vec::with_capacity(chain.len());
-            let mut raced = false;
             for &(slot, s) in &chain {
-                match self.settle(&mut w, slot, s, now, c, &guard) {
-                    Settled::Live(word) => live.push((s, word)),
-                    Settled::Removed => {}
-                    Settled::Raced => raced = true,
+                match s.expire(policy, now) {
+                    Liveness::Live { seen, state } => live.push((s, seen, state)),
+                    Liveness::Dead => w.remove(slot, &guard),
+                    Liveness::Expired => {
+                        ended(c);
+                        bump(&c.swept);
+                        w.remove(slot, &guard);
+                    }
                 }
             }
-            if raced {
-                continue;
-            }
-            if live.len() < self.config.max_clients_per_user {
+            if live.len() < self.settings.max_clients_per_user {
                 break live;
             }
-            let (victim, word) = live
+            let &(victim, seen, _) = live
                 .iter()
-                .copied()
-                .min_by_key(|(s, word)| {
-                    let st = word.unpack(s.created_ms);
-                    (self.expiry_ms(&st), st.rotated_at_ms, s.stream)
-                })
+                .min_by_key(|(s, _, st)| (policy.expiry_ms(st), st.rotated_at_ms, s.stream))
                 .expect("the cap is at least 1");
-            // The victim must still be in the state we ranked it by; if it rotated
-            // meanwhile, rank again.
-            if victim.cas(word, word.dead()).is_ok() {
+            // If the victim rotated since it was ranked, rank again.
+            if victim.evict(seen) {
                 bump(&c.evicted);
                 ended(c);
                 if let Some(slot) = w.slot_of(hash, victim, &guard) {
@@ -178,7 +174,7 @@ impl<C: Clock> Store<C> {
 
         let client = loop {
             let candidate = crate::rng::client_bytes();
-            if taken.iter().all(|(s, _)| s.client != candidate) {
+            if taken.iter().all(|(s, ..)| s.client != candidate) {
                 break candidate;
             }
         };
@@ -190,12 +186,12 @@ impl<C: Clock> Store<C> {
         drop(w);
 
         let token = self.key.token(stream, 0);
-        Ok(Credentials {
+        Ok(self.credentials(
             uid,
-            client: ClientId::from_raw(client),
-            token: Token::encode(&token),
-            expiry: self.expiry_ms(&Word::FRESH.unpack(now)) / 1000,
-        })
+            ClientId::from_raw(client),
+            &token,
+            &Session::fresh_state(now),
+        ))
     }
 
     /// Checks a presented credential and rotates the session as SPEC's decision table
@@ -210,104 +206,54 @@ impl<C: Clock> Store<C> {
         client: &str,
         token: &str,
     ) -> Result<Authenticated<'a>, Rejection> {
-        let (hash, client) = match check_uid(uid).and_then(|()| ClientId::parse(client)) {
-            Ok(client) => (self.hash(uid), client),
-            Err(e) => {
-                bump(&self.counters.mine().bad_input);
-                return Err(Rejection::BadInput(e));
-            }
-        };
-        let (_, shard) = self.shard(hash);
         let c = self.counters.mine();
+        let client = match check_uid(uid).and_then(|()| ClientId::parse(client)) {
+            Ok(client) => client,
+            Err(e) => return reject(&c.bad_input, Rejection::BadInput(e)),
+        };
+        let hash = self.hash(uid);
         let guard = epoch::pin();
+        let (_, shard) = self.shard(hash);
         let Some(session) = shard.index.find(hash, uid, client.raw(), &guard) else {
-            bump(&c.unknown_session);
-            return Err(Rejection::UnknownSession);
+            return reject(&c.unknown_session, Rejection::UnknownSession);
         };
         // Decoded only once a session is found: an unknown session answers the same
         // whatever the token, so decoding it first would be wasted work.
         let presented = Token::decode(token);
-        let now = self.clock.now_ms();
-        let policy = &self.config.policy;
-        let mut word = session.load();
         let mut tokens = self.key.tokens(session.stream);
-        loop {
-            if word.is_dead() {
-                bump(&c.unknown_session);
-                return Err(Rejection::UnknownSession);
-            }
-            let st = word.unpack(session.created_ms);
-            let g = st.generation;
-            let kind = match &presented {
-                None => Presented::Unrecognised,
+        let verdict =
+            session.authenticate(self.policy(), self.clock.now_ms(), |g| match &presented {
                 Some(bytes) => tokens.classify(bytes, g),
-            };
-            let decision = decide(policy, &st, kind, now);
-            // Out of generations (`pack` refuses): the session ends rather than mint a
-            // token twice.
-            let next = match decision {
-                Decision::Rotate(next) => Word::pack(&next),
-                _ => None,
-            };
-            match (decision, next) {
-                (Decision::Expired, _) | (Decision::Rotate(_), None) => {
-                    if let Err(now_word) = session.cas(word, word.dead()) {
-                        word = now_word;
-                        continue;
-                    }
-                    ended(c);
-                    bump(&c.expired);
-                    return Err(Rejection::Expired);
-                }
-                (Decision::Rotate(_), Some(next_word)) => {
-                    if let Err(now_word) = session.cas(word, next_word) {
-                        word = now_word;
-                        continue;
-                    }
-                    bump(&c.rotated);
-                    let token = tokens.get(g + 1);
-                    return Ok(Authenticated::Rotated(
-                        self.credentials(uid, client, session, &token, next_word),
-                    ));
-                }
-                (Decision::Batch { mark_used }, _) => {
-                    if mark_used {
-                        if let Err(now_word) = session.cas(word, word.used()) {
-                            word = now_word;
-                            continue;
-                        }
-                    }
-                    bump(&c.batched);
-                    #[cfg(loom)]
-                    let (g, word) =
-                        if crate::sync::faults::active(crate::sync::faults::Fault::TornSnapshot) {
-                            let again = session.load();
-                            (again.generation(), again)
-                        } else {
-                            (g, word)
-                        };
-                    let token = tokens.get(g);
-                    return Ok(Authenticated::Batched(
-                        self.credentials(uid, client, session, &token, word),
-                    ));
-                }
-                (Decision::Replayed { revoke }, _) => {
-                    if revoke {
-                        if let Err(now_word) = session.cas(word, word.dead()) {
-                            word = now_word;
-                            continue;
-                        }
-                        ended(c);
-                        bump(&c.revoked);
-                    }
-                    bump(&c.replayed);
-                    return Err(Rejection::Replayed);
-                }
-                (Decision::InvalidToken, _) => {
-                    bump(&c.invalid_token);
-                    return Err(Rejection::InvalidToken);
-                }
+                None => TokenMatch::Unrecognised,
+            });
+        match verdict {
+            Verdict::Rotated(st) => {
+                bump(&c.rotated);
+                let token = tokens.get(st.generation);
+                Ok(Authenticated::Rotated(
+                    self.credentials(uid, client, &token, &st),
+                ))
             }
+            Verdict::Batched(st) => {
+                bump(&c.batched);
+                let token = tokens.get(st.generation);
+                Ok(Authenticated::Batched(
+                    self.credentials(uid, client, &token, &st),
+                ))
+            }
+            Verdict::Unknown => reject(&c.unknown_session, Rejection::UnknownSession),
+            Verdict::Expired => {
+                ended(c);
+                reject(&c.expired, Rejection::Expired)
+            }
+            Verdict::Replayed { revoked } => {
+                if revoked {
+                    ended(c);
+                    bump(&c.revoked);
+                }
+                reject(&c.replayed, Rejection::Replayed)
+            }
+            Verdict::InvalidToken => reject(&c.invalid_token, Rejection::InvalidToken),
         }
     }
 
@@ -342,9 +288,9 @@ impl<C: Clock> Store<C> {
             if client.is_some_and(|cl| *cl != s.client) {
                 return false;
             }
-            if let Some(word) = s.kill() {
+            if let Some(st) = s.kill() {
                 ended(c);
-                if now >= self.expiry_ms(&word.unpack(s.created_ms)) {
+                if now >= self.policy().expiry_ms(&st) {
                     bump(&c.swept);
                 } else {
                     bump(&c.revoked);
@@ -370,10 +316,9 @@ impl<C: Clock> Store<C> {
             .of_user(hash, uid, &guard)
             .into_iter()
             .filter_map(|s| {
-                let word = s.load();
-                let st = word.unpack(s.created_ms);
-                let expires_at_ms = self.expiry_ms(&st);
-                (!word.is_dead() && now < expires_at_ms).then(|| {
+                let st = s.read()?;
+                let expires_at_ms = self.policy().expiry_ms(&st);
+                (now < expires_at_ms).then(|| {
                     (
                         s.stream,
                         SessionInfo {
@@ -393,12 +338,12 @@ impl<C: Clock> Store<C> {
 
     /// The decision table's settings this store runs with.
     pub fn policy(&self) -> &Policy {
-        &self.config.policy
+        &self.settings.policy
     }
 
     /// The most live sessions one user may hold.
     pub fn max_clients_per_user(&self) -> usize {
-        self.config.max_clients_per_user
+        self.settings.max_clients_per_user
     }
 
     /// The store's clock.
@@ -450,60 +395,25 @@ impl<C: Clock> Store<C> {
         c: &Counters,
         guard: &Guard,
     ) -> usize {
+        let policy = self.policy();
         let mut expired = 0;
-        w.sweep(steps, guard, |s| {
-            let word = s.load();
-            if word.is_dead() {
-                return true;
-            }
-            if now < self.expiry_ms(&word.unpack(s.created_ms)) {
-                return false;
-            }
-            // A rotation may win the race and keep the session alive.
-            if s.cas(word, word.dead()).is_ok() {
+        w.sweep(steps, guard, |s| match s.expire(policy, now) {
+            Liveness::Dead => true,
+            Liveness::Live { .. } => false,
+            Liveness::Expired => {
                 ended(c);
                 bump(&c.swept);
                 expired += 1;
                 true
-            } else {
-                false
             }
         });
         expired
     }
-
-    /// Classifies a live session found by a writer: already dead, just expired, or live.
-    fn settle(
-        &self,
-        w: &mut Writer<'_>,
-        slot: Slot,
-        s: &Session,
-        now: u64,
-        c: &Counters,
-        guard: &Guard,
-    ) -> Settled {
-        let word = s.load();
-        if word.is_dead() {
-            w.remove(slot, guard);
-            return Settled::Removed;
-        }
-        if now < self.expiry_ms(&word.unpack(s.created_ms)) {
-            return Settled::Live(word);
-        }
-        match s.cas(word, word.dead()) {
-            Ok(()) => {
-                ended(c);
-                bump(&c.swept);
-                w.remove(slot, guard);
-                Settled::Removed
-            }
-            Err(_) => Settled::Raced,
-        }
-    }
 }
 
-enum Settled {
-    Live(Word),
-    Removed,
-    Raced,
+/// Counts a rejection and returns it.
+#[inline]
+fn reject<T>(counter: &AtomicU64, why: Rejection) -> Result<T, Rejection> {
+    bump(counter);
+    Err(why)
 }

@@ -1,7 +1,10 @@
-//! The one door to atomics and locks: `std` normally, `loom` under `cfg(loom)`.
+//! The one door to atomics, locks, epochs and loom's checks: `std` normally, `loom`
+//! under `cfg(loom)`, with the same API in both builds.
 //!
 //! Production code imports every atomic, lock and epoch type from here, so a loom
-//! model exercises exactly the orderings the real store uses.
+//! model exercises exactly the orderings the real store uses. What only a model needs
+//! (the [`Witness`] of a session's lifetime, the [`faults`] a model injects to show it
+//! can fail) is a no-op outside loom, so no production path carries `cfg(loom)`.
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +15,8 @@ pub(crate) use std::sync::{Mutex, MutexGuard};
 pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
+
+pub(crate) use witness::Witness;
 
 /// Epoch-based reclamation. crossbeam-epoch switches itself to loom when built with
 /// `--cfg crossbeam_loom` and its `loom` feature, which `Cargo.toml` enables under `cfg(loom)`.
@@ -48,20 +53,35 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
+/// The keyed hash that places uids in shards and slots: randomly keyed per store, so
+/// nobody outside can aim uids at one probe chain. Under loom it is fixed, because
+/// loom replays executions and needs each to probe the same slots.
+pub(crate) fn uid_hasher() -> ahash::RandomState {
+    #[cfg(not(loom))]
+    {
+        ahash::RandomState::new()
+    }
+    #[cfg(loom)]
+    {
+        ahash::RandomState::with_seeds(1, 2, 3, 4)
+    }
+}
+
 /// Deliberate bugs a loom model switches on to show that it catches them. A model
 /// that passes with its bug injected proves nothing, so each model has a twin that
 /// injects one and must panic.
 ///
+/// Outside loom no fault is ever active: `inject` does nothing and `active` is a
+/// constant `false` the compiler folds away. The crate root re-exports this module,
+/// hidden, so `tests/loom.rs` can reach it; it is no part of the API.
+///
 /// The switch is thread-local: loom runs every thread of a model as a coroutine on
 /// the test's own OS thread, so the model sees it and tests running beside it do not.
-#[cfg(loom)]
 pub mod faults {
-    use std::cell::Cell;
-
     /// One deliberate bug.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Fault {
-        /// `Session::cas` loads, compares and stores instead of compare-and-swapping.
+        /// A session's compare-and-swap loads, compares and stores instead.
         SplitCas,
         /// A `Batched` answer re-reads the state word after deciding, and hands out
         /// the token of what it read.
@@ -71,48 +91,103 @@ pub mod faults {
         EarlyFree,
     }
 
+    #[cfg(loom)]
     std::thread_local! {
-        static ACTIVE: Cell<Option<Fault>> = const { Cell::new(None) };
+        static ACTIVE: std::cell::Cell<Option<Fault>> = const { std::cell::Cell::new(None) };
     }
 
     /// Switches `fault` on (or every fault off) for models run from this thread.
+    /// Has no effect outside loom.
     pub fn inject(fault: Option<Fault>) {
+        #[cfg(loom)]
         ACTIVE.with(|a| a.set(fault));
+        #[cfg(not(loom))]
+        let _ = fault;
     }
 
+    /// Whether `fault` is switched on; always `false` outside loom.
+    #[inline(always)]
     pub(crate) fn active(fault: Fault) -> bool {
-        ACTIVE.with(|a| a.get() == Some(fault))
+        #[cfg(loom)]
+        {
+            ACTIVE.with(|a| a.get() == Some(fault))
+        }
+        #[cfg(not(loom))]
+        {
+            let _ = fault;
+            false
+        }
     }
 }
 
 /// Loom's witness of a session's lifetime: every read of the session is a read of
 /// `cell`, freeing it is a write, so loom reports a read that does not happen before
-/// the free; `track` reports a session never freed at all.
+/// the free; `track` reports a session never freed at all. Outside loom it is empty
+/// and every method is a no-op.
 #[cfg(loom)]
-pub(crate) struct Witness {
-    cell: loom::cell::UnsafeCell<()>,
-    _track: loom::alloc::Track<()>,
-}
+mod witness {
+    use super::faults::{self, Fault};
 
-// SAFETY: the cell holds `()`, so there is no data to race on; its accesses only
-// record, for loom to check, who touched the session when.
-#[cfg(loom)]
-unsafe impl Sync for Witness {}
+    pub(crate) struct Witness {
+        cell: loom::cell::UnsafeCell<()>,
+        _track: loom::alloc::Track<()>,
+    }
 
-#[cfg(loom)]
-impl Witness {
-    pub(crate) fn new() -> Self {
-        Witness {
-            cell: loom::cell::UnsafeCell::new(()),
-            _track: loom::alloc::Track::new(()),
+    // SAFETY: the cell holds `()`, so there is no data to race on; its accesses only
+    // record, for loom to check, who touched the session when.
+    #[allow(unsafe_code)]
+    unsafe impl Sync for Witness {}
+
+    impl Witness {
+        pub(crate) fn new() -> Self {
+            Witness {
+                cell: loom::cell::UnsafeCell::new(()),
+                _track: loom::alloc::Track::new(()),
+            }
+        }
+
+        /// The session is read.
+        pub(crate) fn read(&self) {
+            self.cell.with(|_| ());
+        }
+
+        /// The index unlinked the session; under the `EarlyFree` fault it counts as
+        /// freed right here.
+        pub(crate) fn unlinked(&self) {
+            if faults::active(Fault::EarlyFree) {
+                self.free();
+            }
+        }
+
+        fn free(&self) {
+            self.cell.with_mut(|_| ());
         }
     }
 
-    pub(crate) fn read(&self) {
-        self.cell.with(|_| ());
+    impl Drop for Witness {
+        fn drop(&mut self) {
+            if !faults::active(Fault::EarlyFree) {
+                self.free();
+            }
+        }
     }
+}
 
-    pub(crate) fn free(&self) {
-        self.cell.with_mut(|_| ());
+#[cfg(not(loom))]
+mod witness {
+    /// Outside loom: nothing to record.
+    pub(crate) struct Witness;
+
+    impl Witness {
+        #[inline(always)]
+        pub(crate) fn new() -> Self {
+            Witness
+        }
+
+        #[inline(always)]
+        pub(crate) fn read(&self) {}
+
+        #[inline(always)]
+        pub(crate) fn unlinked(&self) {}
     }
 }

@@ -1,49 +1,12 @@
 //! Allocation accounting with a counting global allocator: `authenticate` allocates
 //! nothing on any path, and a live session costs at most 160 bytes including the index.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use baton::{ManualClock, ReplayPolicy, Store};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-static NET_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards every call to `System` unchanged; the bookkeeping touches only a
-// const-initialised thread-local `Cell` (no allocation, no destructor) and an atomic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|c| c.set(c.get() + 1));
-        NET_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        NET_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` was allocated by `System` with `layout`, per the caller.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|c| c.set(c.get() + 1));
-        NET_BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: as for `dealloc` and `alloc`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: baton_support::Counting = baton_support::Counting;
 
 /// The byte counter is process-wide: tests that read it run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -62,9 +25,9 @@ fn flush_epochs() {
 }
 
 fn allocations_in(f: impl FnOnce()) -> u64 {
-    let before = ALLOCATIONS.with(Cell::get);
+    let before = baton_support::allocations();
     f();
-    ALLOCATIONS.with(Cell::get) - before
+    baton_support::allocations() - before
 }
 
 #[test]
@@ -137,14 +100,14 @@ fn a_session_costs_at_most_160_bytes() {
     const N: usize = 1_000_000;
     let uids: Vec<String> = (0..N).map(|i| format!("user{i:011}@x.io")).collect();
     assert_eq!(uids[0].len(), 20);
-    let before = NET_BYTES.load(Ordering::Relaxed);
+    let before = baton_support::net_bytes();
     let rss_before = rss_bytes();
     let store = Store::new();
     for uid in &uids {
         store.issue(uid).unwrap();
     }
     flush_epochs();
-    let per_session = (NET_BYTES.load(Ordering::Relaxed) - before) as f64 / N as f64;
+    let per_session = (baton_support::net_bytes() - before) as f64 / N as f64;
     let rss = rss_bytes()
         .zip(rss_before)
         .map(|(a, b)| (a - b) as f64 / N as f64);
@@ -178,10 +141,10 @@ fn churn_does_not_grow_memory() {
     };
     churn(5);
     flush_epochs();
-    let steady = NET_BYTES.load(Ordering::Relaxed);
+    let steady = baton_support::net_bytes();
     churn(50);
     flush_epochs();
-    let after = NET_BYTES.load(Ordering::Relaxed);
+    let after = baton_support::net_bytes();
     assert_eq!(store.len(), USERS);
     // 100 000 sign-ins and sign-outs later: within 64 bytes per session of where it was.
     let growth = after - steady;

@@ -314,9 +314,12 @@ fn bad_input_is_an_error_value_and_touches_nothing() {
         store.sessions(&long).unwrap_err(),
         InputError::UidTooLong { len: 256 }
     );
+    // The reason is said once: by `Display`, or by the `source()` it names.
+    let bad = Rejection::BadInput(InputError::EmptyUid);
+    assert_eq!(bad.to_string(), "bad input");
     assert_eq!(
-        Rejection::BadInput(InputError::EmptyUid).to_string(),
-        "bad input: uid is empty"
+        std::error::Error::source(&bad).map(|e| e.to_string()),
+        Some("uid is empty".to_owned())
     );
     // Nothing above touched the session.
     assert!(matches!(

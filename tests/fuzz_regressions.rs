@@ -1,40 +1,9 @@
 //! Inputs the fuzz targets (`fuzz/`) found, as plain tests of the public API.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
-
 use baton::{ManualClock, Store};
 
-struct Counting;
-
-static NET_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards every call to `System` unchanged; the bookkeeping is one atomic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        NET_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        NET_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` was allocated by `System` with `layout`, per the caller.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        NET_BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: as for `dealloc` and `alloc`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: baton_support::Counting = baton_support::Counting;
 
 fn flush_epochs() {
     for _ in 0..1000 {
@@ -63,9 +32,9 @@ fn sessions_removed_before_the_store_is_dropped_are_freed() {
         flush_epochs();
     };
     run(100);
-    let steady = NET_BYTES.load(Ordering::Relaxed);
+    let steady = baton_support::net_bytes();
     run(10_000);
-    let growth = NET_BYTES.load(Ordering::Relaxed) - steady;
+    let growth = baton_support::net_bytes() - steady;
     assert!(
         growth < 64 * 1000,
         "grew {growth} bytes over 10 000 dropped stores"

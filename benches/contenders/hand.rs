@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use baton::decision::{decide, Decision, Policy, Presented, SessionState};
+use baton::decision::{decide, Decision, Policy, SessionState, TokenMatch};
 use baton::ReplayPolicy;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -112,16 +112,16 @@ impl Sess {
 
     /// Constant-time per comparison, like baton; which comparisons run depends only on
     /// whether an earlier one matched.
-    pub fn classify(&self, presented: Option<&[u8; TOKEN_BYTES]>) -> Presented {
+    pub fn classify(&self, presented: Option<&[u8; TOKEN_BYTES]>) -> TokenMatch {
         let Some(p) = presented else {
-            return Presented::Unrecognised;
+            return TokenMatch::Unrecognised;
         };
         if bool::from(self.current.ct_eq(p)) {
-            return Presented::Current;
+            return TokenMatch::Current;
         }
         match &self.previous {
-            Some(prev) if bool::from(prev.ct_eq(p)) => Presented::Previous,
-            _ => Presented::Unrecognised,
+            Some(prev) if bool::from(prev.ct_eq(p)) => TokenMatch::Previous,
+            _ => TokenMatch::Unrecognised,
         }
     }
 

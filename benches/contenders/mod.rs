@@ -12,14 +12,6 @@
 
 #![allow(dead_code)]
 
-/// baton's own base64 (the library's file, compiled in), for the floor: a bound on
-/// the work of a rotation should not pay for a slower codec than the store it bounds
-/// (`base64ct`, which the hand-written contenders use, costs about 370 instructions
-/// to encode a token, this about 100).
-#[path = "../../src/base64.rs"]
-#[allow(dead_code, unused_imports)]
-mod fast_base64;
-
 pub mod arc_swap_cell;
 pub mod baton_store;
 pub mod dashmap_map;

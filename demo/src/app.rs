@@ -1,4 +1,5 @@
-//! What the server holds: the store, the users, and its limits.
+//! What the server holds: the store, the users, its limits and guards, and what the
+//! page shows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,8 +7,10 @@ use std::time::Duration;
 use baton::http::BatonLayer;
 use baton::{Backend, Clock, Store, SystemClock};
 
+use crate::conn_limit::ConnLimit;
 use crate::cors::Cors;
 use crate::metrics::ServerCounters;
+use crate::signin::Gate;
 use crate::users::Users;
 
 /// Bounds on what one request may cost the server.
@@ -64,6 +67,18 @@ pub struct AppState<B: Backend = Store<SystemClock>> {
     pub sweep: Option<fn(&B) -> usize>,
     /// Failed sign-ins, and store outages outside the layer.
     pub counters: ServerCounters,
+    /// Sign-in's throttle and hashing pool.
+    pub sign_in: Gate,
+    /// The cap on open connections, shared by the API's and the metrics listener.
+    pub connections: ConnLimit,
+    /// Where the page (`GET /`) reads the counters: the metrics listener's absolute
+    /// URL (`http://127.0.0.1:9464/metrics`), whose CORS allows the API's origin;
+    /// `None` when there is none (the page then says the counters are off).
+    pub metrics_url: Option<String>,
+    /// Whether the server added the built-in demo user ([`DEMO_USER`](crate::cli::DEMO_USER))
+    /// itself, so that the page prefills it. A user given by flag or file who has its
+    /// address is not prefilled: its password is not the demo's.
+    pub demo_user: bool,
 }
 
 impl<C: Clock> AppState<Store<C>> {
@@ -90,6 +105,10 @@ impl<B: Backend> AppState<B> {
             sweep_interval: Duration::from_secs(30),
             sweep: None,
             counters: ServerCounters::default(),
+            sign_in: Gate::default(),
+            connections: ConnLimit::new(crate::conn_limit::DEFAULT_MAX),
+            metrics_url: None,
+            demo_user: false,
         }
     }
 }

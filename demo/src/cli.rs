@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,10 +13,14 @@ use baton::{
 use clap::{Parser, ValueEnum};
 
 use crate::app::AppState;
+use crate::conn_limit::{self, ConnLimit};
 use crate::cors::Cors;
+use crate::signin::{Allowance, Gate, HashPool, SignInGuard, ThrottlePolicy};
 use crate::users::{HashCost, Users};
+use crate::users_file;
 
-/// The address and password of the user added when no `--user` is given.
+/// The address and password of the user added when no `--user` or `--users-file` is
+/// given and the server listens on a loopback address.
 pub const DEMO_USER: (&str, &str) = ("demo@example.com", "demo-password");
 
 /// The environment variable read for the Redis secret when `--redis-secret-file` is
@@ -29,11 +34,35 @@ all, and a sign-out through one ends the session on all. The secret (at least 32
 bytes, e.g. `openssl rand -hex 32`) comes from --redis-secret-file or the
 BATON_REDIS_SECRET environment variable; it is never logged. Redis must answer at
 start; afterwards, while it does not, requests get 503 (never 401) and the server
-recovers by itself when it is back.";
+recovers by itself when it is back.
+
+Sign-in is throttled before any password hash: each client address (an IPv6 one by
+its /64) gets --sign-in-address-burst attempts, then one more every
+--sign-in-address-refill-ms; each account, known or not, gets
+--sign-in-account-burst, then one every --sign-in-account-refill-ms, charged only for
+attempts its address was allowed. Past either: 429 with Retry-After, a delay that
+ends by itself, never a lockout. A flood from one address thus leaves the account to
+its owner elsewhere. Hashing runs on --hash-workers threads with --hash-queue waiting;
+past that: 503 with Retry-After.
+
+";
+
+/// `AFTER_HELP` and the users file's format.
+fn after_help() -> String {
+    format!("{AFTER_HELP}{}", users_file::FORMAT)
+}
 
 /// A devise_token_auth-compatible server over a baton store.
 #[derive(Debug, Parser)]
-#[command(name = "baton-demo", version, about, after_help = AFTER_HELP)]
+// Negative numbers reach the flags' parsers, which refuse them by name, instead of
+// being taken for unknown flags.
+#[command(
+    name = "baton-demo",
+    version,
+    about,
+    after_help = after_help(),
+    allow_negative_numbers = true
+)]
 pub struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
@@ -55,35 +84,102 @@ pub struct Cli {
     #[arg(long, default_value = "baton")]
     pub redis_prefix: String,
     /// The longest one Redis call may take before the request gets a 503, in ms.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = number::<1, 3_600_000>)]
     pub redis_timeout_ms: u64,
     /// How long a retired token still answers with the current one (batch window), in ms.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 5000, value_parser = number::<0, { u64::MAX }>)]
     pub batch_window_ms: u64,
     /// A current token presented sooner than this after a rotation does not rotate, in ms.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = number::<0, { u64::MAX }>)]
     pub min_rotation_interval_ms: u64,
     /// How long a retired token stays usable while its successor was never presented, in ms (0: off).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = number::<0, { u64::MAX }>)]
     pub recovery_window_ms: u64,
     /// A session expires this long after its last rotation, in seconds.
-    #[arg(long, default_value_t = 14 * 24 * 3600)]
+    #[arg(long, default_value_t = 14 * 24 * 3600, value_parser = number::<0, { u64::MAX }>)]
     pub token_lifespan_secs: u64,
     /// Sessions one user may hold; signing in past it ends the one expiring first.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = count::<0, { usize::MAX }>)]
     pub max_clients_per_user: usize,
     /// What a replayed retired token does to its session.
     #[arg(long, value_enum, default_value_t = Replay::Reject)]
     pub replay_policy: Replay,
-    /// A user who may sign in, as EMAIL:PASSWORD (repeatable). Given any, no demo user is added.
+    /// A user who may sign in, as EMAIL:PASSWORD (repeatable; for local use, as the
+    /// password shows in the process list: prefer --users-file).
     #[arg(long = "user", value_name = "EMAIL:PASSWORD", value_parser = parse_user)]
     pub users: Vec<UserArg>,
+    /// A file of users who may sign in, one EMAIL:PASSWORD or EMAIL:$argon2id$... a line
+    /// (format below). With neither this nor --user, a demo user is added if --listen
+    /// is a loopback address, and the server refuses to start otherwise.
+    #[arg(long, value_name = "PATH")]
+    pub users_file: Option<PathBuf>,
+    /// Sign-in attempts one client address may make back to back.
+    #[arg(long, default_value_t = 10, value_parser = count::<1, { u32::MAX as usize }>)]
+    pub sign_in_address_burst: usize,
+    /// Time for one spent address attempt to come back, in ms.
+    #[arg(long, default_value_t = 6000, value_parser = number::<1, 86_400_000>)]
+    pub sign_in_address_refill_ms: u64,
+    /// Sign-in attempts one account may receive back to back, from all addresses.
+    #[arg(long, default_value_t = 30, value_parser = count::<1, { u32::MAX as usize }>)]
+    pub sign_in_account_burst: usize,
+    /// Time for one spent account attempt to come back, in ms.
+    #[arg(long, default_value_t = 2000, value_parser = number::<1, 86_400_000>)]
+    pub sign_in_account_refill_ms: u64,
+    /// Addresses, and accounts, the throttle tracks one by one (about 32 bytes each);
+    /// past it new ones share one allowance until old ones refill.
+    #[arg(long, default_value_t = 100_000, value_parser = count::<2, 100_000_000>)]
+    pub sign_in_throttle_keys: usize,
+    /// How long a throttled sign-in's 429 is held back, at most, in ms (never past its
+    /// Retry-After): a guessing client then waits for each answer, instead of getting
+    /// as many 429s as the machine can send.
+    #[arg(long, default_value_t = 1000, value_parser = number::<0, 60_000>)]
+    pub sign_in_throttle_hold_ms: u64,
+    /// Threads hashing passwords at once [default: one fewer than the cores, at least 1].
+    #[arg(long, value_parser = count::<1, 1024>)]
+    pub hash_workers: Option<usize>,
+    /// Sign-ins that may wait for a hashing thread; past it, 503.
+    #[arg(long, default_value_t = crate::signin::DEFAULT_QUEUE, value_parser = count::<0, 1_000_000>)]
+    pub hash_queue: usize,
+    /// Open connections at most; past it the longest-idle one is closed to make room
+    /// (lowered to fit the open-files limit, which is raised to its hard limit).
+    #[arg(long, default_value_t = conn_limit::DEFAULT_MAX, value_parser = count::<1, 10_000_000>)]
+    pub max_connections: usize,
     /// Origins allowed to read responses (CORS), comma-separated; `*` for any.
     #[arg(long, default_value = "*", value_parser = Cors::parse)]
     pub allowed_origins: Cors,
     /// Log each refused credential's reason (never the credential) to stderr.
     #[arg(long, short)]
     pub verbose: bool,
+}
+
+/// A whole number from `MIN` to `MAX`; the message says which, and that it is not
+/// negative when it was.
+fn number<const MIN: u64, const MAX: u64>(s: &str) -> Result<u64, String> {
+    in_range(s, MIN, MAX)
+}
+
+/// [`number`] as a `usize`.
+fn count<const MIN: usize, const MAX: usize>(s: &str) -> Result<usize, String> {
+    // `as`: usize is at most 64 bits on every target the demo builds for.
+    let n = in_range(s, MIN as u64, MAX as u64)?;
+    usize::try_from(n).map_err(|_| format!("expected a whole number from {MIN} to {MAX}"))
+}
+
+fn in_range(s: &str, min: u64, max: u64) -> Result<u64, String> {
+    let range = || {
+        if max == u64::MAX {
+            format!("expected a whole number, {min} or more")
+        } else {
+            format!("expected a whole number from {min} to {max}")
+        }
+    };
+    if s.trim_start().starts_with('-') {
+        return Err(format!("must not be negative ({})", range()));
+    }
+    match s.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(range()),
+    }
 }
 
 /// `--store`.
@@ -193,7 +289,7 @@ impl Cli {
             message: e.to_string(),
         })?;
         let mut state = AppState::new(store, self.users(cost)?);
-        state.cors = self.allowed_origins.clone();
+        self.guards(&mut state);
         Ok(state)
     }
 
@@ -229,8 +325,56 @@ impl Cli {
                 }
             })?;
         let mut state = AppState::with_backend(store, users);
-        state.cors = self.allowed_origins.clone();
+        self.guards(&mut state);
         Ok(state)
+    }
+
+    /// CORS, the sign-in throttle and pool, the connection cap from the flags, and
+    /// whether the demo user was added.
+    fn guards<B: baton::Backend>(&self, state: &mut AppState<B>) {
+        state.cors = self.allowed_origins.clone();
+        // `users` added it exactly when this holds.
+        state.demo_user = self.demo_user();
+        state.sign_in = Gate {
+            guard: SignInGuard::new(self.throttle_policy()),
+            pool: HashPool::new(
+                self.hash_workers.unwrap_or_else(HashPool::default_workers),
+                self.hash_queue,
+            ),
+            hold: Duration::from_millis(self.sign_in_throttle_hold_ms),
+        };
+        let max = conn_limit::fit(self.max_connections, conn_limit::open_files_limit());
+        if max < self.max_connections {
+            log::warn!(
+                "--max-connections lowered to {max} to fit the open-files limit (ulimit -n)"
+            );
+        }
+        state.connections = ConnLimit::new(max);
+    }
+
+    /// The sign-in throttle's policy from the flags.
+    pub fn throttle_policy(&self) -> ThrottlePolicy {
+        // The parsers keep bursts within 1..=u32::MAX.
+        let burst = |n: usize| {
+            NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
+        };
+        ThrottlePolicy {
+            per_address: Allowance {
+                burst: burst(self.sign_in_address_burst),
+                refill: Duration::from_millis(self.sign_in_address_refill_ms),
+            },
+            per_account: Allowance {
+                burst: burst(self.sign_in_account_burst),
+                refill: Duration::from_millis(self.sign_in_account_refill_ms),
+            },
+            max_keys: self.sign_in_throttle_keys,
+        }
+    }
+
+    /// Whether the built-in demo user is added: no user given, and a loopback
+    /// `--listen`, so it never exists on a reachable server.
+    pub fn demo_user(&self) -> bool {
+        self.users.is_empty() && self.users_file.is_none() && self.listen.ip().is_loopback()
     }
 
     /// The secret from `--redis-secret-file`, else from `BATON_REDIS_SECRET`. Errors
@@ -289,10 +433,25 @@ impl Cli {
             })
     }
 
-    /// The users who may sign in, passwords hashed.
+    /// The users who may sign in, passwords hashed: `--users-file`'s, then `--user`'s,
+    /// or the demo user (see [`Cli::demo_user`]).
     fn users(&self, cost: HashCost) -> Result<Users, FlagError> {
         let mut users = Users::new(cost);
-        let given: Vec<(&str, &str)> = if self.users.is_empty() {
+        if let Some(path) = &self.users_file {
+            let fail = |message: String| FlagError {
+                flag: "--users-file",
+                message: format!("{}: {message}", path.display()),
+            };
+            let (_, shared) =
+                users_file::load(&mut users, path).map_err(|e| fail(e.to_string()))?;
+            if shared {
+                log::warn!(
+                    "--users-file {}: readable by group or others; chmod 600 it",
+                    path.display()
+                );
+            }
+        }
+        let given: Vec<(&str, &str)> = if self.demo_user() {
             vec![DEMO_USER]
         } else {
             self.users
@@ -305,6 +464,25 @@ impl Cli {
                 flag: "--user",
                 message: format!("{email}: {e}"),
             })?;
+        }
+        if users.is_empty() {
+            return Err(FlagError {
+                flag: "--users-file",
+                message: format!(
+                    "no users: give --users-file PATH or --user EMAIL:PASSWORD (the demo \
+                     user is added only when --listen is a loopback address, not {})",
+                    self.listen
+                ),
+            });
+        }
+        for user in users.iter().filter(|u| users.cost_differs(u)) {
+            log::warn!(
+                "{}: hash parameters differ from the server's ({} KiB, {} passes): its \
+                 sign-ins take another time than an unknown address's",
+                user.email,
+                cost.memory_kib,
+                cost.iterations
+            );
         }
         Ok(users)
     }

@@ -31,6 +31,12 @@
 //! - `/metrics` is served on its own listener (`--metrics-listen`, 127.0.0.1:9464 by
 //!   default) and never on the API's, which answers 404 there. Its answers allow the
 //!   API listener's own origin (`http://` and its address) and no other.
+//! - `GET /` on the API listener is the demo's own page ([`page`]), which reads the
+//!   counters from the metrics listener's absolute URL ([`AppState::metrics_url`]) and
+//!   prefills the demo user only when the server added it itself.
+//! - Sign-in is throttled per address and per account before any hash and hashed on a
+//!   bounded pool off the runtime ([`signin`]); open connections are capped, the
+//!   longest-idle closed to make room ([`conn_limit`]), one cap for both listeners.
 //! - CORS is tower-http's `CorsLayer` outside everything: with `--allowed-origins`, an
 //!   origin not listed gets no `Access-Control-Allow-Origin` at all (so its browser
 //!   refuses the answer), and `Access-Control-Expose-Headers` is sent on actual
@@ -57,13 +63,16 @@
 pub mod app;
 mod body;
 pub mod cli;
+pub mod conn_limit;
 pub mod cors;
 mod metrics;
+pub mod page;
 mod reply;
 mod routes;
 mod server;
-mod sign_in;
+pub mod signin;
 pub mod users;
+pub mod users_file;
 
 pub use app::{AppState, Limits};
 pub use baton::http::{ACCESS_TOKEN, CLIENT, EXPIRY, TOKEN_TYPE, UID};

@@ -1,8 +1,8 @@
 //! baton-demo: a devise_token_auth-compatible server over a baton store.
 //!
 //! Run it with `cargo run --release -p baton-demo` (add `-- --help` for the flags). It
-//! listens on 127.0.0.1:3000 and, unless `--user EMAIL:PASSWORD` is given, prints a
-//! demo user to sign in as:
+//! listens on 127.0.0.1:3000 and, unless `--users-file PATH` or `--user EMAIL:PASSWORD`
+//! is given, prints a demo user to sign in as (only on a loopback address):
 //!
 //! ```text
 //! curl -si -X POST localhost:3000/auth/sign_in -H 'content-type: application/json' \
@@ -23,12 +23,13 @@
 //!      --redis-secret-file secret --listen 127.0.0.1:3001
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use baton::Backend;
 use baton_demo::cli::{FlagError, StoreArg};
+use baton_demo::conn_limit;
 use baton_demo::users::HashCost;
 use baton_demo::{cli, serve, AppState, Cli};
 use clap::Parser;
@@ -38,18 +39,23 @@ use tokio::net::TcpListener;
 async fn main() -> ExitCode {
     let args = Cli::parse();
     init_log(args.verbose);
-    let (listen, demo_user) = ((args.listen, args.metrics_listen), args.users.is_empty());
+    // Each connection is a descriptor: let the connection cap, not a default soft
+    // limit of 1024, decide how many clients the server holds.
+    if conn_limit::raise_open_files_limit().is_none() {
+        log::warn!("could not raise the open-files limit");
+    }
+    let listen = (args.listen, args.metrics_listen);
     // The plain-text passwords are hashed into the state: keep no copy while serving.
     match args.store.clone() {
         StoreArg::Memory => {
             let state = args.state(HashCost::DEFAULT);
             drop(args);
-            run(state, listen, demo_user).await
+            run(state, listen).await
         }
         StoreArg::Redis(url) => {
             let state = args.redis_state(&url, HashCost::DEFAULT).await;
             drop(args);
-            run(state, listen, demo_user).await
+            run(state, listen).await
         }
     }
 }
@@ -57,9 +63,8 @@ async fn main() -> ExitCode {
 async fn run<B: Backend + 'static>(
     state: Result<AppState<B>, FlagError>,
     (listen, metrics_listen): (SocketAddr, SocketAddr),
-    demo_user: bool,
 ) -> ExitCode {
-    let state = match state {
+    let mut state = match state {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -80,13 +85,16 @@ async fn run<B: Backend + 'static>(
             return ExitCode::FAILURE;
         }
     };
-    let addr = listener.local_addr().map_or(listen, |a| a);
-    let metrics_addr = metrics_listener.local_addr().map_or(metrics_listen, |a| a);
+    let addr = reachable(listener.local_addr().map_or(listen, |a| a));
+    let metrics_addr = reachable(metrics_listener.local_addr().map_or(metrics_listen, |a| a));
     println!("baton-demo listening on http://{addr}");
     println!("metrics on http://{metrics_addr}/metrics");
+    // The page (`GET /` on the API listener) reads the counters from the metrics
+    // listener, which lets scripts of the API's origin read them.
+    state.metrics_url = Some(format!("http://{metrics_addr}/metrics"));
+    let demo_user = state.demo_user;
     let state = Arc::new(state);
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    // The page served by the API listener reads the counters from its own origin.
     let api_origin = http::HeaderValue::from_str(&format!("http://{addr}"))
         .unwrap_or(http::HeaderValue::from_static("null"));
     let metrics = tokio::spawn(baton_demo::serve_metrics(
@@ -111,6 +119,19 @@ async fn run<B: Backend + 'static>(
             ExitCode::FAILURE
         }
     }
+}
+
+/// A listener's address as a browser on this machine reaches it: an unspecified one
+/// (`0.0.0.0`, `[::]`) as the loopback of its family, so that the URLs printed and
+/// given to the page, and the origin the metrics listener allows, are ones a browser
+/// can use.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
 }
 
 /// Completes on SIGINT or SIGTERM.

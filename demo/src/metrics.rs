@@ -17,6 +17,14 @@ pub struct ServerCounters {
     /// Calls the session store could not answer (each a 503, or a scrape without
     /// `baton_sessions`).
     pub store_unavailable: AtomicU64,
+    /// Sign-ins refused with 429 by the per-address allowance.
+    pub sign_in_throttled_address: AtomicU64,
+    /// Sign-ins refused with 429 by the per-account allowance.
+    pub sign_in_throttled_account: AtomicU64,
+    /// Sign-ins refused with 503 because the hashing queue was full.
+    pub sign_in_busy: AtomicU64,
+    /// Connections closed to make room, or refused, at the connection cap.
+    pub connections_shed: AtomicU64,
 }
 
 impl ServerCounters {
@@ -107,6 +115,27 @@ pub fn render(s: &Stats, live: Option<u64>, server: &ServerCounters, layer: &Lay
         "counter",
         "Calls the session store did not answer: requests answered 503, scrapes without baton_sessions.",
         &[("", r(&server.store_unavailable) + layer.unavailable)],
+    );
+    family(
+        "baton_sign_in_throttled_total",
+        "counter",
+        "Sign-ins refused with 429 before any hash, by the allowance exceeded.",
+        &[
+            ("{scope=\"address\"}", r(&server.sign_in_throttled_address)),
+            ("{scope=\"account\"}", r(&server.sign_in_throttled_account)),
+        ],
+    );
+    family(
+        "baton_sign_in_busy_total",
+        "counter",
+        "Sign-ins refused with 503 because the password hashing queue was full.",
+        &[("", r(&server.sign_in_busy))],
+    );
+    family(
+        "baton_connections_shed_total",
+        "counter",
+        "Connections closed (longest idle) or refused at the connection cap.",
+        &[("", r(&server.connections_shed))],
     );
     out
 }

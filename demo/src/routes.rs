@@ -19,9 +19,12 @@ use baton::{Backend, BackendError};
 use crate::app::AppState;
 use crate::cors::Cors;
 use crate::metrics::{self, ServerCounters};
+use crate::page;
 use crate::reply::{self, Reply};
-use crate::sign_in::sign_in;
 use crate::users::User;
+
+mod sign_in;
+use sign_in::sign_in;
 
 pub(crate) const NOT_SIGNED_IN: &str = "You need to sign in or sign up before continuing.";
 const INVALID_TOKEN: &str = "Invalid login credentials";
@@ -56,6 +59,7 @@ pub fn app<B: Backend + 'static>(state: Shared<B>) -> App {
         .refusal_status(StatusCode::NOT_FOUND)
         .refusal_body(devise_failure(SIGN_OUT_UNKNOWN));
     let router = Router::new()
+        .route("/", get(page_reply::<B>))
         .route("/auth/sign_in", post(sign_in::<B>))
         .route(
             "/auth/validate_token",
@@ -257,5 +261,20 @@ async fn metrics_reply<B: Backend>(State(state): State<Shared<B>>) -> Reply {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
+    r
+}
+
+/// The demo's own page (`crate::page`), on the API's origin: the counters are read
+/// from the metrics listener ([`AppState::metrics_url`]), whose CORS allows this
+/// origin, and the demo user is prefilled only when the server added it itself
+/// ([`AppState::demo_user`]), never for a user who merely has its address.
+async fn page_reply<B: Backend>(State(state): State<Shared<B>>) -> Reply {
+    let config = page::PageConfig {
+        metrics_url: state.metrics_url.as_deref(),
+        batch_window_ms: state.store.policy().batch_window_ms,
+        demo_user: state.demo_user.then_some(crate::cli::DEMO_USER),
+    };
+    let mut r = http::Response::new(page::index(&config).into());
+    r.headers_mut().extend(page::headers(&config));
     r
 }

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 
 use tower::ServiceExt;
 
-use crate::app::{AppState, Limits};
+use crate::app::AppState;
 use crate::routes;
 
 /// hyper's read buffer, which bounds a request head before the server sees it. It is
@@ -48,7 +48,7 @@ pub async fn serve<B: Backend + 'static>(
     let app = routes::app(Arc::clone(&state));
     let too_large = routes::head_too_large(&state.cors);
     let max_head = state.limits.max_header_bytes;
-    serve_with(listener, &state.limits, app, shutdown, move |app, req| {
+    serve_with(listener, &state, app, shutdown, move |app, req| {
         let app = if routes::head_size(&req) > max_head {
             too_large.clone()
         } else {
@@ -70,23 +70,21 @@ pub async fn serve_metrics<B: Backend + 'static>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let app = routes::metrics_app(Arc::clone(&state), api_origin);
-    serve_with(
-        listener,
-        &state.limits,
-        app,
-        shutdown,
-        |app, req| async move { app.oneshot(req).await.into_response() },
-    )
+    serve_with(listener, &state, app, shutdown, |app, req| async move {
+        app.oneshot(req).await.into_response()
+    })
     .await
 }
 
 /// [`serve`] with `handler` answering each request with `app` (a clone per request: an
-/// [`App`](crate::routes::App)'s is a few `Arc`s'), and no sweep: the connection settings, accept loop and graceful
-/// shutdown of the server, for servers that wrap its routes (the load test's echoing
-/// server, `src/bin/baton-load.rs`, does).
-pub async fn serve_with<A, H, F>(
+/// [`App`](crate::routes::App)'s is a few `Arc`s'), and no sweep: the connection
+/// settings of `state.limits`, the accept loop under `state.connections` (every
+/// listener of one process shares that cap, as they share its open-files limit), each
+/// request's peer address and in-flight mark, and graceful shutdown, for servers that
+/// wrap its routes (the load test's echoing server, `src/bin/baton-load.rs`, does).
+pub async fn serve_with<B: Backend, A, H, F>(
     listener: TcpListener,
-    limits: &Limits,
+    state: &AppState<B>,
     app: A,
     shutdown: impl Future<Output = ()>,
     handler: H,
@@ -96,6 +94,7 @@ where
     H: Fn(A, Request<Incoming>) -> F + Clone + Send + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
+    let limits = &state.limits;
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -105,9 +104,9 @@ where
     tokio::pin!(shutdown);
 
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     log::warn!("accept failed: {e}");
@@ -117,17 +116,34 @@ where
             },
             () = &mut shutdown => break,
         };
+        // Past the cap the longest-idle connection is closed to make room (conn_limit.rs).
+        let Some(ticket) = state.connections.admit(&state.counters.connections_shed) else {
+            continue;
+        };
         // Small responses: send each at once instead of waiting for more to coalesce.
         let _ = stream.set_nodelay(true);
-        let (app, handler) = (app.clone(), handler.clone());
-        let service = service_fn(move |req| {
+        let (app, handler, requests) = (app.clone(), handler.clone(), ticket.requests());
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            // The connection is busy (never closed to make room) until the answer is
+            // made; a handler that only waits can say so through `Requests::idle`.
+            let in_flight = requests.start();
+            // Sign-in's throttle keys on the client's address.
+            req.extensions_mut().insert(peer);
+            req.extensions_mut().insert(requests.clone());
             let answer = handler(app.clone(), req);
-            async move { Ok::<_, Infallible>(answer.await) }
+            async move {
+                let answer = answer.await;
+                drop(in_flight);
+                Ok::<_, Infallible>(answer)
+            }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                log::debug!("connection ended: {e}");
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    log::debug!("connection ended: {e}");
+                },
+                () = ticket.closed() => log::debug!("connection closed to make room"),
             }
         });
     }

@@ -2,15 +2,12 @@
 //! nodes share, so a dump of Redis (or a replica, or a backup) hands nobody a token
 //! that works. And the tokens themselves, minted here in Rust, never by Redis.
 
-use std::cell::RefCell;
 use std::fmt;
 
 use hmac::{Hmac, Mac};
-use rand_chacha::rand_core::{RngCore, SeedableRng};
-use rand_chacha::ChaCha20Rng;
 use sha2::Sha256;
 
-use crate::codec::TOKEN_BYTES;
+use crate::token::TOKEN_BYTES;
 
 /// The shortest secret [`RedisBuilder::secret`](crate::RedisBuilder::secret) accepts, in bytes: 256 bits.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -18,17 +15,10 @@ pub const MIN_SECRET_LEN: usize = 32;
 /// Bytes of one keyed hash as stored (the scripts slice by this length).
 pub(crate) const HASH_LEN: usize = 32;
 
-thread_local! {
-    // One generator per thread, seeded from the OS, as the embedded store does for
-    // client ids: sign-ins on different threads share no lock.
-    static RNG: RefCell<ChaCha20Rng> = RefCell::new(ChaCha20Rng::from_entropy());
-}
-
-/// 128 fresh unpredictable bits: a candidate token.
+/// 128 fresh unpredictable bits: a candidate token, from the same per-thread
+/// generator as client ids.
 pub(crate) fn token_bytes() -> [u8; TOKEN_BYTES] {
-    let mut out = [0u8; TOKEN_BYTES];
-    RNG.with(|r| r.borrow_mut().fill_bytes(&mut out));
-    out
+    crate::rng::bytes()
 }
 
 /// The keyed hash. Never printed.

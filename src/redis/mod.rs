@@ -13,14 +13,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, ScriptInvocation};
 
 use crate::backend::{AuthResult, Backend, BackendError, Unavailable};
-use crate::clock::{Clock, SystemClock};
-use crate::codec::{check_uid, ClientId, Token};
-use crate::config::{Builder, ConfigError, ReplayPolicy};
+use crate::clock::{millis, Clock, SystemClock};
+use crate::config::{Builder, ConfigError, Settings};
 use crate::credentials::{Authenticated, Credentials, SessionInfo};
-use crate::decision::Policy;
-use crate::error::{InputError, Rejection};
-use crate::keystream::REPLAY_DEPTH;
+use crate::decision::{Policy, ReplayPolicy};
+use crate::error::{check_uid, InputError, Rejection};
 use crate::stats::{bump, Counters, Stats};
+use crate::token::{ClientId, Token, REPLAY_DEPTH};
 
 use keys::UserKeys;
 use mac::TokenMac;
@@ -131,8 +130,9 @@ impl fmt::Debug for RedisBuilder {
 }
 
 impl RedisBuilder {
-    /// The decision table's settings, from the embedded store's builder (its shard
-    /// count and clock do not apply here).
+    /// The decision table's settings and the per-user cap, from the embedded store's
+    /// builder. Its shard count and clock do not apply here and are neither checked
+    /// nor used (see [`clock`](Self::clock) for this backend's).
     pub fn settings(mut self, settings: Builder<SystemClock>) -> Self {
         self.settings = settings;
         self
@@ -186,10 +186,13 @@ impl RedisBuilder {
     /// Checks the settings and opens the connections; fails if Redis does not
     /// answer within the timeout.
     pub async fn connect(self) -> Result<RedisStore, RedisBuildError> {
-        // Building an (empty) embedded store is how the table's settings are checked.
-        let checked = self.settings.build().map_err(RedisBuildError::Config)?;
-        let (policy, max_clients_per_user) = (*checked.policy(), checked.max_clients_per_user());
-        drop(checked);
+        let Settings {
+            policy,
+            max_clients_per_user,
+        } = self
+            .settings
+            .check_settings()
+            .map_err(RedisBuildError::Config)?;
         let mac = self.secret.ok_or(RedisBuildError::Secret)?;
         if !keys::valid_prefix(&self.prefix) {
             return Err(RedisBuildError::Prefix);
@@ -206,7 +209,7 @@ impl RedisBuilder {
             .set_response_timeout(self.timeout)
             .set_number_of_retries(1)
             .set_factor(10)
-            .set_max_delay(self.timeout.as_millis().min(u128::from(u64::MAX)) as u64);
+            .set_max_delay(millis(self.timeout));
         let mut conns = Vec::with_capacity(self.connections);
         for _ in 0..self.connections {
             let open = client.get_connection_manager_with_config(manager_config.clone());
@@ -224,15 +227,11 @@ impl RedisBuilder {
             policy,
             max_clients_per_user,
             clock: self.clock,
-            grace_ms: ms(self.ttl_grace),
+            grace_ms: millis(self.ttl_grace),
             timeout: self.timeout,
             counters: Counters::default(),
         })
     }
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Runs a Redis call for at most `limit`.
@@ -710,8 +709,14 @@ mod tests {
             RedisBuildError::Connections
         );
         assert!(matches!(
+            err(ok().settings(crate::Store::builder().max_clients_per_user(0))),
+            RedisBuildError::Config(e) if e.setting() == "max_clients_per_user"
+        ));
+        // The shard count is the embedded store's: not asked of this backend, so a
+        // value the store would refuse gets as far as connecting (and port 9 fails).
+        assert!(matches!(
             err(ok().settings(crate::Store::builder().shards(3))),
-            RedisBuildError::Config(_)
+            RedisBuildError::Unavailable(_)
         ));
         assert!(matches!(
             err(RedisStore::builder("http://x").secret(&[1u8; 32])),

@@ -155,8 +155,7 @@ async fn echo_credentials(listener: TcpListener, state: Arc<AppState>) {
         reply
     };
     let app = baton_demo::app(Arc::clone(&state));
-    let served =
-        baton_demo::serve_with(listener, &state.limits, app, std::future::pending(), echo).await;
+    let served = baton_demo::serve_with(listener, &state, app, std::future::pending(), echo).await;
     if let Err(e) = served {
         eprintln!("baton-load: the echoing server stopped: {e}");
     }

@@ -64,16 +64,18 @@ pub fn users() -> Users {
 
 impl<B: Backend + 'static> Server<B> {
     /// Serves `state` on port 0 until dropped.
-    pub async fn serving(state: AppState<B>, clock: ManualClock) -> Server<B> {
-        let state = Arc::new(state);
+    /// The page (`GET /`) is told the metrics listener's URL, as the binary tells it.
+    pub async fn serving(mut state: AppState<B>, clock: ManualClock) -> Server<B> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = metrics.local_addr().unwrap();
+        state.metrics_url = Some(format!("http://{metrics_addr}/metrics"));
+        let state = Arc::new(state);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, Arc::clone(&state), async {
             let _ = stopped.await;
         }));
-        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let metrics_addr = metrics.local_addr().unwrap();
         let origin = http::HeaderValue::from_str(&format!("http://{addr}")).unwrap();
         // Stops with the runtime at the end of the test.
         tokio::spawn(serve_metrics(

@@ -1,5 +1,5 @@
-//! The packed state word: everything a rotation changes, in one `AtomicU64`, so one
-//! compare-and-swap decides it.
+//! The packed state word's layout: everything a rotation changes, in one `u64`, so
+//! one compare-and-swap decides it.
 //!
 //! ```text
 //!  63   62   61 ........ 36   35 ............ 0
@@ -10,6 +10,8 @@
 //! rotation must publish: every thread that sees generation `g` can compute `T(g)`.
 //! The word only moves forward: `generation` and the rotation offset never decrease,
 //! `dead` is final, and `used` is cleared only by the rotation that bumps `generation`.
+
+use std::fmt;
 
 use crate::decision::SessionState;
 
@@ -24,9 +26,21 @@ pub(crate) const MAX_OFFSET_MS: u64 = OFFSET_MASK;
 /// The largest generation a word holds; the rotation past it ends the session.
 pub(crate) const MAX_GENERATION: u64 = (1 << GENERATION_BITS) - 1;
 
-/// One session's state word, unpacked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One session's state word, as loaded. Its accessors decode the fields; `Debug`
+/// prints them decoded.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Word(u64);
+
+impl fmt::Debug for Word {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Word")
+            .field("generation", &self.generation())
+            .field("offset_ms", &self.offset_ms())
+            .field("used", &self.is_used())
+            .field("dead", &self.is_dead())
+            .finish()
+    }
+}
 
 impl Word {
     /// A fresh session: generation 0, rotated at creation.
@@ -141,5 +155,14 @@ mod tests {
         assert_eq!(w.used().dead().generation(), MAX_GENERATION);
         assert_eq!(w.used().dead().offset_ms(), MAX_OFFSET_MS);
         assert_eq!(Word::from_bits(w.bits()), w);
+    }
+
+    #[test]
+    fn debug_decodes_the_fields() {
+        let w = Word::pack(&s(5, 0, 1234, true)).unwrap().dead();
+        assert_eq!(
+            format!("{w:?}"),
+            "Word { generation: 5, offset_ms: 1234, used: true, dead: true }"
+        );
     }
 }

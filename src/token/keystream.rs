@@ -17,9 +17,9 @@ use std::fmt;
 use rand_chacha::rand_core::RngCore;
 use subtle::ConstantTimeEq;
 
-use crate::chacha;
-use crate::codec::TOKEN_BYTES;
-use crate::decision::Presented;
+use super::chacha;
+use super::codec::TOKEN_BYTES;
+use crate::decision::TokenMatch;
 
 /// How many generations older than `T(g-1)` the store still recognises as genuine
 /// (and answers `Replayed`); older ones are indistinguishable from garbage.
@@ -128,13 +128,13 @@ impl Tokens<'_> {
     /// comparison is constant-time; which ones run depends only on public facts
     /// (the generation and whether an earlier one matched).
     #[inline]
-    pub(crate) fn classify(&mut self, presented: &[u8; TOKEN_BYTES], g: u64) -> Presented {
+    pub(crate) fn classify(&mut self, presented: &[u8; TOKEN_BYTES], g: u64) -> TokenMatch {
         self.prepare(g);
         if bool::from(same(&self.get(g), presented)) {
-            return Presented::Current;
+            return TokenMatch::Current;
         }
         if g >= 1 && bool::from(same(&self.get(g - 1), presented)) {
-            return Presented::Previous;
+            return TokenMatch::Previous;
         }
         let oldest = g.saturating_sub(REPLAY_DEPTH + 1);
         let mut older = subtle::Choice::from(0);
@@ -142,9 +142,9 @@ impl Tokens<'_> {
             older |= same(&self.get(k), presented);
         }
         if bool::from(older) {
-            Presented::Older
+            TokenMatch::Older
         } else {
-            Presented::Unrecognised
+            TokenMatch::Unrecognised
         }
     }
 }
@@ -192,27 +192,27 @@ mod tests {
         let k = key();
         for g in [0u64, 1, 2, 3, 4, 7, 8, 9, 10, 11, 20, 23, 24] {
             let mut t = k.tokens(1);
-            assert_eq!(t.classify(&k.token(1, g), g), Presented::Current, "g={g}");
+            assert_eq!(t.classify(&k.token(1, g), g), TokenMatch::Current, "g={g}");
             // What a rotation hands out next, from the blocks classify cached.
             assert_eq!(t.get(g + 1), k.token(1, g + 1), "g={g}");
             if g >= 1 {
-                assert_eq!(t.classify(&k.token(1, g - 1), g), Presented::Previous);
+                assert_eq!(t.classify(&k.token(1, g - 1), g), TokenMatch::Previous);
             }
             for old in g.saturating_sub(REPLAY_DEPTH + 1)..g.saturating_sub(1) {
                 assert_eq!(
                     t.classify(&k.token(1, old), g),
-                    Presented::Older,
+                    TokenMatch::Older,
                     "g={g} old={old}"
                 );
             }
             if g >= REPLAY_DEPTH + 2 {
                 assert_eq!(
                     t.classify(&k.token(1, g - REPLAY_DEPTH - 2), g),
-                    Presented::Unrecognised
+                    TokenMatch::Unrecognised
                 );
             }
-            assert_eq!(t.classify(&k.token(1, g + 1), g), Presented::Unrecognised);
-            assert_eq!(t.classify(&k.token(2, g), g), Presented::Unrecognised);
+            assert_eq!(t.classify(&k.token(1, g + 1), g), TokenMatch::Unrecognised);
+            assert_eq!(t.classify(&k.token(2, g), g), TokenMatch::Unrecognised);
         }
     }
 }

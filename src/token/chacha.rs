@@ -7,7 +7,8 @@
 //!
 //! The state is four rows of four words, so each step of a quarter-round is one
 //! element-wise operation on a row, which the compiler turns into SSE2/NEON vector
-//! instructions without any `unsafe`.
+//! instructions without any `unsafe`. The only `unsafe` here is the call, after
+//! run-time detection, into the `#[target_feature]` versions in `block` and `blocks2`.
 
 type Row = [u32; 4];
 
@@ -41,6 +42,7 @@ fn quarter_rounds(a: &mut Row, b: &mut Row, c: &mut Row, d: &mut Row) {
 /// Keystream block `counter` of `stream` under `key` (the original ChaCha layout:
 /// 64-bit block counter in words 12-13, 64-bit nonce in words 14-15).
 #[inline]
+#[allow(unsafe_code)] // the dispatch to a `#[target_feature]` function
 pub(crate) fn block(key: &[u32; 8], stream: u64, counter: u64) -> [u8; 64] {
     #[cfg(target_arch = "x86_64")]
     {
@@ -65,6 +67,7 @@ pub(crate) fn block(key: &[u32; 8], stream: u64, counter: u64) -> [u8; 64] {
 /// mostly idle, so a second, interleaved chain costs about a third of a block, not a
 /// whole one.
 #[inline]
+#[allow(unsafe_code)] // the dispatch to a `#[target_feature]` function
 pub(crate) fn blocks2(key: &[u32; 8], stream: u64, counter: u64) -> [[u8; 64]; 2] {
     #[cfg(target_arch = "x86_64")]
     {
@@ -349,6 +352,7 @@ pub(crate) fn key_words(key: &[u8; 32]) -> [u32; 8] {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)] // each instruction set's functions, called directly
 mod tests {
     use super::*;
     use rand_chacha::rand_core::{RngCore, SeedableRng};
