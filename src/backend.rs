@@ -621,7 +621,7 @@ mod tests {
             chain.push(cause.to_string());
             at = cause.source();
         }
-        assert_eq!(chain, ["bad input: uid is empty"]);
+        assert_eq!(chain, ["bad input", "uid is empty"]);
     }
 
     #[test]

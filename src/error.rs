@@ -97,9 +97,14 @@ impl fmt::Display for Rejection {
     }
 }
 
-/// No `source()`: `Display` already says what [`Rejection::BadInput`] carries, and an
-/// error-chain printer would say it twice.
-impl std::error::Error for Rejection {}
+impl std::error::Error for Rejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Rejection::BadInput(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<InputError> for Rejection {
     fn from(e: InputError) -> Self {
