@@ -2,8 +2,9 @@
 # The demo's page (GET /) in a real browser: Debian's Chromium (installed if missing;
 # CHROMIUM names another binary), driven by puppeteer-core, which downloads no browser.
 # Installs the npm packages from the lockfile, starts two release servers on free
-# loopback ports (each with its metrics listener on another), one with the default flags (5 s batch window) and one with
-# --batch-window-ms 1500, runs page.test.js against both, and stops them.
+# loopback ports (each with its metrics listener on another), one with the default flags
+# (5 s batch window) and one with --batch-window-ms 1500, runs page.test.js against
+# both, and stops them.
 # Screenshots land in the target directory: page.png (1280 px) and page-phone.png
 # (390 px). Exits non-zero if anything fails.
 set -euo pipefail
@@ -38,8 +39,8 @@ stop() {
 }
 trap stop EXIT
 
-# Starts a server with the given flags (no --user: the page prefills the demo user) and
-# prints "URL WINDOW_MS" once it listens.
+# Starts a server with the given flags (no --user: the page prefills the demo user) and,
+# once it listens, adds "URL WINDOW_MS METRICS_URL" to the list.
 start() {
   local window_ms="$1"
   shift
@@ -52,12 +53,15 @@ start() {
   "$bin" --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 100); do
-    grep -q "listening" "$log" && break
+    grep -q "^metrics on " "$log" && break
     kill -0 "${pids[-1]}" 2>/dev/null || { cat "$log" >&2; echo "baton-demo exited early" >&2; exit 1; }
     sleep 0.1
   done
-  grep -q "listening" "$log" || { cat "$log" >&2; echo "baton-demo did not start" >&2; exit 1; }
-  servers+="http://127.0.0.1:$port $window_ms,"
+  grep -q "^metrics on " "$log" || { cat "$log" >&2; echo "baton-demo did not start" >&2; exit 1; }
+  local metrics
+  metrics="$(sed -n 's/^metrics on \(http:[^ ]*\)$/\1/p' "$log")"
+  [ -n "$metrics" ] || { cat "$log" >&2; echo "baton-demo named no metrics URL" >&2; exit 1; }
+  servers+="http://127.0.0.1:$port $window_ms $metrics,"
 }
 
 servers=""

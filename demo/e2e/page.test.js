@@ -1,6 +1,7 @@
 // Drives the demo's own page (GET /) in Debian's Chromium through puppeteer-core: sign
 // in, one request, a batch of 8, a replay after the batch window, sign-out. page.sh
-// starts the servers: BATON_PAGE_SERVERS is "URL WINDOW_MS" pairs separated by commas,
+// starts the servers: BATON_PAGE_SERVERS is "URL WINDOW_MS METRICS_URL" triples (the
+// counters are on a listener of their own) separated by commas,
 // BATON_SHOTS the folder for the screenshots.
 'use strict';
 
@@ -15,8 +16,8 @@ const SERVERS = (process.env.BATON_PAGE_SERVERS || '')
   .split(',')
   .filter(Boolean)
   .map((s) => {
-    const [url, windowMs] = s.trim().split(/\s+/);
-    return { url, windowMs: Number(windowMs) };
+    const [url, windowMs, metricsUrl] = s.trim().split(/\s+/);
+    return { url, windowMs: Number(windowMs), metricsUrl };
   });
 const SHOTS = process.env.BATON_SHOTS || path.join(__dirname, '..', '..', 'target');
 const DEMO_USER = ['demo@example.com', 'demo-password'];
@@ -159,7 +160,7 @@ for (const server of SERVERS) {
       assert.equal(new Set(wire.map((x) => x.got)).size, 1);
       assert.equal(short(wire[0].got), [...got][0]);
       assert.equal(short(wire[0].sent), [...presented][0]);
-      // And the server's own counters agree (metrics are on the API port here).
+      // And the server's own counters agree (read from the metrics listener).
       assert.match(batch.text, /rotations \+1, batched \+7/);
       assert.ok((await counter(page, 'c-rotations')) >= rotationsBefore + 1);
       // The page times the window from the first answer that carried the successor.
@@ -209,8 +210,14 @@ for (const server of SERVERS) {
         }
       }
       assert.deepEqual(seen.errors, []);
+      // Everything came from this origin, but the counters, from their own listener.
       const origin = new URL(server.url).origin;
-      for (const r of seen.requests) assert.equal(new URL(r.url).origin, origin, r.url);
+      assert.notEqual(new URL(server.metricsUrl).origin, origin, 'the counters are elsewhere');
+      for (const r of seen.requests) {
+        if (r.url === server.metricsUrl) continue;
+        assert.equal(new URL(r.url).origin, origin, r.url);
+      }
+      assert.ok(seen.requests.some((r) => r.url === server.metricsUrl), 'the counters were read');
 
       fs.mkdirSync(SHOTS, { recursive: true });
       if (server === SERVERS[SERVERS.length - 1]) {
