@@ -3,7 +3,7 @@
 # redis-server if missing, starts a throwaway instance (no persistence), runs
 # `cargo test --release --features redis --test redis`, the tower layer's
 # (`--features redis,axum --test layer`) and the demo server's
-# (`-p baton-demo --test redis`), and stops the server however the tests end.
+# (`-p baton-demo --test redis --test signin`), and stops the server however the tests end.
 # `bash .ci/redis.sh bench` runs the embedded-vs-Redis bench instead.
 # Run from anywhere; BATON_REDIS_PORT overrides the port (default 6390).
 set -euo pipefail

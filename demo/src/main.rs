@@ -12,6 +12,8 @@
 //! then send the `access-token`, `client` and `uid` headers it answers to
 //! `GET /api/me`, and the new ones each answer carries to the next request.
 //! `/metrics` is on its own listener, 127.0.0.1:9464 by default (`--metrics-listen`).
+//! Or open http://127.0.0.1:3000 in a browser: the demo's page does the same and shows
+//! the tokens rotate, batch and get refused, with the counters read from that listener.
 //! SIGINT or SIGTERM stop it after in-flight requests finish.
 //!
 //! Sessions live in the process by default (`--store memory`). To share them between
