@@ -60,7 +60,8 @@
 //! | `T(g-1)` | now < rotated_at + `batch_window` | `Batched(T(g))` | none |
 //! | `T(g-1)` | now < rotated_at + `recovery_window`, `T(g)` never presented | `Batched(T(g))` | none |
 //! | `T(g-1)` | otherwise | `Replayed` | per [`ReplayPolicy`] |
-//! | `T(g-2)` ..= `T(g-1-`[`REPLAY_DEPTH`]`)` | | `Replayed` | per [`ReplayPolicy`] |
+//! | `T(g-2)`, `T(g-3)`, ... any older genuine token | | `Replayed` | per [`ReplayPolicy`] |
+//! | a genuine token ahead of `T(g)` | | `InvalidToken` | none |
 //! | anything else (wrong, malformed, empty, huge) | | `InvalidToken` | none |
 //!
 //! The table is one pure function, `baton::decision::decide`; `baton::model::Model` is
@@ -183,7 +184,7 @@ pub use stats::Stats;
 pub use store::Store;
 #[doc(hidden)]
 pub use sync::faults;
-pub use token::{ClientId, Token, CLIENT_ID_LEN, REPLAY_DEPTH, TOKEN_LEN};
+pub use token::{ClientId, Token, CLIENT_ID_LEN, TOKEN_LEN};
 
 /// The README's example runs as a doctest.
 #[cfg(doctest)]

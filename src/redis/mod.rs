@@ -19,7 +19,11 @@ use crate::credentials::{Authenticated, Credentials, SessionInfo};
 use crate::decision::{Policy, ReplayPolicy};
 use crate::error::{check_uid, InputError, Rejection};
 use crate::stats::{bump, Counters, Stats};
-use crate::token::{ClientId, Token, REPLAY_DEPTH};
+use crate::token::{ClientId, Token};
+
+/// How many generations older than `T(g-1)` a Redis session still recognises as
+/// genuine (and answers `Replayed`); older ones answer `InvalidToken`.
+pub(crate) const REPLAY_DEPTH: u64 = 8;
 
 use keys::UserKeys;
 use mac::TokenMac;
@@ -265,7 +269,8 @@ async fn bounded<T>(
 /// **What a dump of Redis reveals.** Per session: its generation, sign-in and rotation
 /// times, and HMAC-SHA256 hashes, keyed with the nodes' shared
 /// [`secret`](RedisBuilder::secret), of the current token, the previous one and
-/// [`REPLAY_DEPTH`] older ones (so those still answer `Replayed`). The current token's
+/// 8 older ones (so those still answer `Replayed`; unlike the embedded
+/// store, this backend still keeps a bounded history). The current token's
 /// plaintext is kept only while a request presenting the previous one may need it
 /// handed back: at most `max(batch_window, recovery_window)` after its rotation (never,
 /// when both are 0), shortened to the batch window once it has been presented. Tokens
