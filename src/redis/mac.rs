@@ -4,8 +4,10 @@
 
 use std::fmt;
 
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::token::TOKEN_BYTES;
 
@@ -21,10 +23,16 @@ pub(crate) fn token_bytes() -> [u8; TOKEN_BYTES] {
     crate::rng::bytes()
 }
 
-/// The keyed hash. Never printed.
+/// The keyed hash. Never printed; its key is cleared from memory when dropped.
+///
+/// It keeps the secret rather than HMAC's keyed state, which `hmac` 0.12 cannot clear;
+/// the state is rebuilt per hash (two SHA-256 blocks, next to a network round trip) and
+/// lives on the stack only for that call.
 #[derive(Clone)]
 pub(crate) struct TokenMac {
-    keyed: Hmac<Sha256>,
+    /// The secret as HMAC pads it: itself (or its SHA-256, when longer than a block),
+    /// then zeros to SHA-256's 64-byte block.
+    block: Zeroizing<[u8; 64]>,
 }
 
 impl fmt::Debug for TokenMac {
@@ -39,15 +47,18 @@ impl TokenMac {
         if secret.len() < MIN_SECRET_LEN {
             return None;
         }
-        // HMAC takes keys of any length; the check above is ours.
-        let keyed = Hmac::<Sha256>::new_from_slice(secret).ok()?;
-        Some(TokenMac { keyed })
+        let mut block = Zeroizing::new([0u8; 64]);
+        if secret.len() > block.len() {
+            block[..32].copy_from_slice(&Sha256::digest(secret));
+        } else {
+            block[..secret.len()].copy_from_slice(secret);
+        }
+        Some(TokenMac { block })
     }
 
     /// The keyed hash of a token's bytes.
     pub(crate) fn hash(&self, token: &[u8; TOKEN_BYTES]) -> [u8; HASH_LEN] {
-        // Cloning the keyed state skips re-hashing the key on every call.
-        let mut m = self.keyed.clone();
+        let mut m = <Hmac<Sha256> as KeyInit>::new(&(*self.block).into());
         m.update(token);
         m.finalize().into_bytes().into()
     }
@@ -73,6 +84,18 @@ mod tests {
         assert_ne!(a.hash(&t), a.hash(&[8u8; TOKEN_BYTES]));
         assert!(!a.hash(&t).windows(TOKEN_BYTES).any(|w| w == t));
         assert_eq!(format!("{a:?}"), "TokenMac(<redacted>)");
+    }
+
+    #[test]
+    fn the_padded_key_is_hmacs_own_padding() {
+        for len in [32, 64, 65, 200] {
+            let secret: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut reference = <Hmac<Sha256> as Mac>::new_from_slice(&secret).unwrap();
+            let t = [3u8; TOKEN_BYTES];
+            reference.update(&t);
+            let expected: [u8; HASH_LEN] = reference.finalize().into_bytes().into();
+            assert_eq!(TokenMac::new(&secret).unwrap().hash(&t), expected, "{len}");
+        }
     }
 
     #[test]

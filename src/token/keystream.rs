@@ -25,6 +25,7 @@ use std::fmt;
 
 use rand_chacha::rand_core::RngCore;
 use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
 
 use super::chacha;
 use super::codec::{SECRET_BYTES, TOKEN_BYTES};
@@ -35,8 +36,14 @@ const TOKENS_PER_BLOCK: u64 = 4;
 /// The generation's place in a token's bytes.
 const GENERATION_AT: usize = SECRET_BYTES;
 
-/// The store's token key. Never printed.
+/// The store's token key. Never printed; cleared from memory when dropped.
 pub(crate) struct MasterKey([u32; 8]);
+
+impl Drop for MasterKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -49,7 +56,14 @@ impl MasterKey {
     pub(crate) fn from_os() -> Self {
         let mut key = [0u8; 32];
         rand_chacha::rand_core::OsRng.fill_bytes(&mut key);
-        MasterKey(chacha::key_words(&key))
+        let master = MasterKey::from_bytes(&key);
+        key.zeroize();
+        master
+    }
+
+    /// The key of these 32 bytes (the caller clears its copy).
+    pub(crate) fn from_bytes(key: &[u8; 32]) -> Self {
+        MasterKey(chacha::key_words(key))
     }
 
     /// The tokens of one session.
