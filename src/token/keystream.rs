@@ -167,27 +167,29 @@ impl Tokens<'_> {
         }
     }
 
-    /// Which token of a session at generation `g` the presented bytes are. The
-    /// generation the token claims picks the one keystream quarter to compare with (so
-    /// any input costs at most one block, two computed together); the comparison is
-    /// constant-time, and which one runs depends only on public facts (the claimed and
-    /// the session's generation).
+    /// The generation of `presented` if it is a genuine token of this session, of any
+    /// age: the generation it claims picks the one keystream quarter to compare with,
+    /// so any input costs one block (two computed together when the claimed token and
+    /// its successor, which a rotation hands out, lie in different blocks). The
+    /// comparison is constant-time; which blocks are computed depends only on the
+    /// claimed generation, which is not secret.
     #[inline]
-    pub(crate) fn classify(&mut self, presented: &[u8; TOKEN_BYTES], g: u64) -> TokenMatch {
+    pub(crate) fn generation_of(&mut self, presented: &[u8; TOKEN_BYTES]) -> Option<u64> {
         let k = claimed(presented);
         let secret: &[u8; SECRET_BYTES] = presented[..SECRET_BYTES].try_into().expect("16");
-        if k == g || k.wrapping_add(1) == g {
-            // The answer will carry T(k + 1): a rotation's successor or a batch's current.
-            self.prepare(k);
-        }
-        if !same(&self.secret(k), secret) {
-            return TokenMatch::Unrecognised;
-        }
-        match k.cmp(&g) {
-            std::cmp::Ordering::Equal => TokenMatch::Current,
-            std::cmp::Ordering::Less if k + 1 == g => TokenMatch::Previous,
-            std::cmp::Ordering::Less => TokenMatch::Older,
-            std::cmp::Ordering::Greater => TokenMatch::Ahead { by: k - g },
+        self.prepare(k);
+        same(&self.secret(k), secret).then_some(k)
+    }
+
+    /// Which token of a session at generation `g` the presented bytes are.
+    #[inline]
+    pub(crate) fn classify(&mut self, presented: &[u8; TOKEN_BYTES], g: u64) -> TokenMatch {
+        match self.generation_of(presented) {
+            None => TokenMatch::Unrecognised,
+            Some(k) if k == g => TokenMatch::Current,
+            Some(k) if k + 1 == g => TokenMatch::Previous,
+            Some(k) if k < g => TokenMatch::Older,
+            Some(k) => TokenMatch::Ahead { by: k - g },
         }
     }
 }
