@@ -11,7 +11,8 @@
 //! | `T(g)` | otherwise | [`Decision::Rotate`] |
 //! | `T(g-1)` | now < rotated_at + batch_window | [`Decision::Batch`] |
 //! | `T(g-1)` | now < rotated_at + recovery_window and `T(g)` never presented | [`Decision::Batch`] |
-//! | `T(g-1)` or older | otherwise | [`Decision::Replayed`] |
+//! | `T(g-1)` or older (any age) | otherwise | [`Decision::Replayed`] |
+//! | `T(g+k)`, k >= 1 | | [`Decision::InvalidToken`] |
 //! | anything else | | [`Decision::InvalidToken`] |
 //!
 //! "No such session" is the caller's row: it needs no state to decide.
@@ -73,8 +74,14 @@ pub enum TokenMatch {
     Current,
     /// `T(g-1)`.
     Previous,
-    /// A genuine token older than `T(g-1)`.
+    /// A genuine token older than `T(g-1)`, of any age.
     Older,
+    /// A genuine token `by` generations ahead of `T(g)`: refused as invalid today; a
+    /// session restored from an older checkpoint would accept a small `by`.
+    Ahead {
+        /// How many generations ahead.
+        by: u64,
+    },
     /// Not a token of this session, or not a token at all.
     Unrecognised,
 }
@@ -144,7 +151,7 @@ pub fn decide(policy: &Policy, s: &SessionState, presented: TokenMatch, now_ms: 
             Decision::Batch { mark_used: false }
         }
         TokenMatch::Previous | TokenMatch::Older => replayed,
-        TokenMatch::Unrecognised => Decision::InvalidToken,
+        TokenMatch::Ahead { .. } | TokenMatch::Unrecognised => Decision::InvalidToken,
     }
 }
 
@@ -306,10 +313,12 @@ mod tests {
     }
 
     #[test]
-    fn unrecognised_is_invalid() {
-        assert_eq!(
-            decide(&policy(), &state(0, 0), TokenMatch::Unrecognised, 1),
-            Decision::InvalidToken
-        );
+    fn unrecognised_and_ahead_are_invalid() {
+        for presented in [TokenMatch::Unrecognised, TokenMatch::Ahead { by: 1 }] {
+            assert_eq!(
+                decide(&policy(), &state(0, 0), presented, 1),
+                Decision::InvalidToken
+            );
+        }
     }
 }

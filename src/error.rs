@@ -29,7 +29,7 @@ pub enum InputError {
     },
     /// The client id is not 16 characters of URL-safe base64.
     MalformedClient,
-    /// The token is not 22 characters of canonical URL-safe base64.
+    /// The token is not 27 characters of canonical URL-safe base64.
     MalformedToken,
 }
 
@@ -44,7 +44,7 @@ impl fmt::Display for InputError {
                 f.write_str("client id is not 16 characters of url-safe base64")
             }
             InputError::MalformedToken => {
-                f.write_str("token is not 22 characters of url-safe base64")
+                f.write_str("token is not 27 characters of url-safe base64")
             }
         }
     }

@@ -70,7 +70,8 @@
 //! | `T(g-1)` | now < rotated_at + `batch_window` | `Batched(T(g))` | none |
 //! | `T(g-1)` | now < rotated_at + `recovery_window`, `T(g)` never presented | `Batched(T(g))` | none |
 //! | `T(g-1)` | otherwise | `Replayed` | per [`ReplayPolicy`] |
-//! | `T(g-2)` ..= `T(g-1-`[`REPLAY_DEPTH`]`)` | | `Replayed` | per [`ReplayPolicy`] |
+//! | `T(g-2)`, `T(g-3)`, ... any older genuine token | | `Replayed` | per [`ReplayPolicy`] |
+//! | a genuine token ahead of `T(g)` | | `InvalidToken` | none |
 //! | anything else (wrong, malformed, empty, huge) | | `InvalidToken` | none |
 //!
 //! The table is one pure function, `baton::decision::decide`; `baton::model::Model` is
@@ -100,12 +101,36 @@
 //!   that may grow ([`Rejection`], [`InputError`], [`Policy`], [`SessionInfo`],
 //!   [`Stats`], [`ReplayPolicy`]) are `#[non_exhaustive]`.
 //!
+//! # A stolen token, under each replay policy
+//!
+//! A token is 27 characters: 128 unpredictable bits and, in the clear, the generation
+//! it belongs to, so the store recognises a genuine token of any age (one ChaCha20
+//! block) and tells a reuse from garbage however many rotations ago the token retired.
+//! A thief who copies a token can never derive another session's tokens, a later
+//! token of this one, or the key (ChaCha20 is a PRF), and rewriting the generation
+//! gives a token that matches nothing. What the thief can do:
+//!
+//! | the thief holds | [`ReplayPolicy::Reject`] (the default) | [`ReplayPolicy::RevokeSession`] |
+//! |---|---|---|
+//! | `T(g)`, or `T(g-1)` inside the window | the session: its requests rotate it as the victim's would | the same, until someone presents a retired token after the window |
+//! | `T(g)`, and uses it first | the victim's next request (after `W`) is `Replayed`: the victim is signed out, the thief keeps the session until it expires or is revoked | the victim's next request (after `W`) is `Replayed` and revokes the session: the thief is cut off too |
+//! | a retired token, after the window | nothing: `Replayed`, the session lives on | sign the victim out (the session is revoked), but gain nothing |
+//!
+//! A thief and the victim alternating inside the batch window share the session and
+//! neither is told: `T(g-1)` inside `W` is a batch, not a reuse. That is the price of
+//! batch convergence (concurrent requests with one token must all succeed), bounded by
+//! `W`; the recovery window extends it while `T(g)` is unused. RFC 9700 §4.14.2 (refresh
+//! token rotation) asks that a reuse of an invalidated token, by either party, revoke
+//! the active one, since the server cannot tell who is the thief: that is
+//! `RevokeSession` with the window taken as part of one request. `Reject` is
+//! devise_token_auth's behaviour and does not meet it.
+//!
 //! # Consistency
 //!
 //! - **One rotation per batch.** A session's whole mutable state (generation, rotation
 //!   time, "successor used", "dead") is one `AtomicU64`; tokens are derived from the
 //!   generation (ChaCha20 keystream under a per-store key, at the session's own stream
-//!   and offset `16 g`), so a rotation is one compare-and-swap that publishes
+//!   and offset `16 g`, followed by `g`), so a rotation is one compare-and-swap that publishes
 //!   everything. Of concurrent callers presenting `T(g)`, exactly one CAS succeeds; the
 //!   others fail, re-read generation `g+1`, find their token is `T(g-1)` inside the
 //!   window and compute the same `T(g+1)`.
@@ -195,7 +220,7 @@ pub use stats::Stats;
 pub use store::Store;
 #[doc(hidden)]
 pub use sync::faults;
-pub use token::{ClientId, Token, CLIENT_ID_LEN, REPLAY_DEPTH, TOKEN_LEN};
+pub use token::{ClientId, Token, CLIENT_ID_LEN, TOKEN_LEN};
 
 /// The README's examples run as doctests. One is an axum service, so they need the
 /// `axum` feature, which `cargo test --workspace` (CI's command) turns on through the

@@ -16,7 +16,7 @@ use crate::credentials::{Authenticated, Credentials, SessionInfo};
 use crate::decision::{decide, Decision, Policy, SessionState, TokenMatch};
 use crate::error::{check_uid, InputError, Rejection};
 use crate::store::Store;
-use crate::token::{ClientId, REPLAY_DEPTH};
+use crate::token::ClientId;
 
 /// An owned copy of what `authenticate` answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,7 +230,8 @@ impl Model {
         let presented = match s.tokens.iter().rposition(|t| t == token) {
             Some(k) if k == g => TokenMatch::Current,
             Some(k) if k + 1 == g => TokenMatch::Previous,
-            Some(k) if k as u64 + REPLAY_DEPTH + 1 >= g as u64 => TokenMatch::Older,
+            // Any older one: the model keeps them all (it mints none ahead of `g`).
+            Some(_) => TokenMatch::Older,
             _ => TokenMatch::Unrecognised,
         };
         match decide(&self.policy, &st, presented, now) {

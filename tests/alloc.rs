@@ -55,8 +55,8 @@ fn authenticate_never_allocates() {
     let _ = store.authenticate(uid, &issued[4].0, "x");
 
     let mut token = issued[0].1.clone();
-    let mut previous = String::with_capacity(22);
-    let mut next = [0u8; 22];
+    let mut previous = String::with_capacity(baton::TOKEN_LEN);
+    let mut next = [0u8; baton::TOKEN_LEN];
     let n = allocations_in(|| {
         for _ in 0..20_000 {
             // Rotate, then batch with the retired token, then garbage of every shape.

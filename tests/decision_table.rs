@@ -217,35 +217,76 @@ fn presenting_the_current_token_without_rotating_ends_recovery() {
     );
 }
 
-#[test]
-fn older_genuine_tokens_are_replays_and_can_revoke() {
-    let (store, _) = store(|b| b.replay_policy(ReplayPolicy::RevokeSession));
+/// A session rotated 1 000 times, and its tokens handed out along the way.
+fn rotated_1000_times(store: &Store<ManualClock>, clock: &ManualClock) -> (String, Vec<String>) {
     let (client, t0, _) = owned(&store.issue(UID).unwrap());
     let mut tokens = vec![t0];
-    for _ in 0..12 {
-        let (_, next, _) = auth(&store, &client, tokens.last().unwrap()).unwrap();
+    for _ in 0..1_000 {
+        let (rotated, next, _) = auth(store, &client, tokens.last().unwrap()).unwrap();
+        assert!(rotated);
         tokens.push(next);
     }
+    // Past the batch window: the previous token is a replay too.
+    clock.advance(6 * SEC);
+    (client, tokens)
+}
+
+#[test]
+fn older_genuine_tokens_of_any_age_are_replays() {
+    let (store, clock) = store(|b| b);
+    let (client, tokens) = rotated_1000_times(&store, &clock);
     let g = tokens.len() - 1;
-    // Beyond REPLAY_DEPTH the store cannot tell an old token from garbage.
-    assert_eq!(
-        auth(
-            &store,
-            &client,
-            &tokens[g - 2 - baton::REPLAY_DEPTH as usize]
-        ),
-        Err(Rejection::InvalidToken)
-    );
-    assert_eq!(
-        auth(&store, &client, &tokens[g - 2]),
-        Err(Rejection::Replayed)
-    );
-    assert_eq!(
-        auth(&store, &client, &tokens[g]),
-        Err(Rejection::UnknownSession),
-        "revoked"
-    );
-    assert_eq!(store.stats().revoked, 1);
+    for age in [1, 2, 9, 10, 11, 500, 999, 1_000] {
+        assert_eq!(
+            auth(&store, &client, &tokens[g - age]),
+            Err(Rejection::Replayed),
+            "{age} generations old"
+        );
+    }
+    // Reject only: the session lives on, its current token unchanged.
+    assert!(auth(&store, &client, &tokens[g]).unwrap().0);
+    assert_eq!(store.stats().revoked, 0);
+}
+
+#[test]
+fn older_genuine_tokens_of_any_age_revoke_under_revoke_session() {
+    for age in [1, 9, 10, 1_000] {
+        let (store, clock) = store(|b| b.replay_policy(ReplayPolicy::RevokeSession));
+        let (client, tokens) = rotated_1000_times(&store, &clock);
+        let g = tokens.len() - 1;
+        assert_eq!(
+            auth(&store, &client, &tokens[g - age]),
+            Err(Rejection::Replayed),
+            "{age} generations old"
+        );
+        assert_eq!(
+            auth(&store, &client, &tokens[g]),
+            Err(Rejection::UnknownSession),
+            "revoked by a token {age} generations old"
+        );
+        assert_eq!(store.stats().revoked, 1);
+    }
+}
+
+#[test]
+fn a_tokens_generation_rewritten_is_an_invalid_token() {
+    let (store, clock) = store(|b| b.replay_policy(ReplayPolicy::RevokeSession));
+    let (client, tokens) = rotated_1000_times(&store, &clock);
+    let g = tokens.len() - 1;
+    // The generation is the last 4 bytes, little-endian: characters 22.. hold its
+    // low bits. Each rewrite names another generation (older, or ahead) with the
+    // secret bytes of the current one, so no session's chain holds it.
+    for at in [22usize, 23, 25] {
+        let mut forged = tokens[g].clone().into_bytes();
+        forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert_eq!(
+            auth(&store, &client, &forged),
+            Err(Rejection::InvalidToken),
+            "{forged}"
+        );
+    }
+    assert!(auth(&store, &client, &tokens[g]).unwrap().0, "not revoked");
 }
 
 #[test]

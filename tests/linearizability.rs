@@ -181,7 +181,7 @@ impl Known {
                     8 => Presents::Token(tokens[g.saturating_sub(2 + rng.below(3))].clone()),
                     _ => {
                         *stranger += 1;
-                        Presents::Token(format!("{stranger:0>22}"))
+                        Presents::Token(format!("{stranger:0>27}"))
                     }
                 };
                 Step::Authenticate {

@@ -1,6 +1,7 @@
 //! The Redis backend on a real redis-server: the property test against the model
 //! (the same one the embedded store passes), one rotation per batch across many
-//! connections, two stores standing in for two nodes, what a dump of Redis reveals,
+//! connections, two stores standing in for two nodes, that Redis never sees a token or
+//! a uid (MONITOR and a dump), keys of the wrong type,
 //! and faults (server killed, paused and restarted; scripts flushed).
 //!
 //! Needs `BATON_REDIS_URL` (`.ci/redis.sh` starts a server and sets it). The fault
@@ -17,7 +18,7 @@ use std::time::Duration;
 use baton::model::{Answer, Issued, Model};
 use baton::{
     Authenticated, Backend, BackendError, InputError, ManualClock, RedisStore, Rejection,
-    SessionInfo, Store,
+    ReplayPolicy, SessionInfo, Store,
 };
 use common::{op, run, settings, Subject};
 use proptest::prelude::*;
@@ -328,11 +329,13 @@ fn two_nodes_share_sessions() {
         );
         let t2 = token_of(&b.authenticate(uid, &client, &t1).await.unwrap());
         assert_eq!(a.sessions(uid).await.unwrap()[0].generation, 2);
-        // A node with another secret recognises none of the tokens.
+        // A node with another secret finds none of the sessions: the key names are
+        // keyed with the secret too.
         assert_eq!(
             stranger.authenticate(uid, &client, &t2).await,
-            Err(BackendError::Refused(Rejection::InvalidToken))
+            Err(BackendError::Refused(Rejection::UnknownSession))
         );
+        assert_eq!(stranger.sessions(uid).await, Ok(Vec::new()));
         // Sign-out through B ends the session on A.
         assert_eq!(b.revoke(uid, &client).await, Ok(true));
         assert_eq!(
@@ -390,11 +393,80 @@ fn the_server_clock_sets_expiry_and_ttls() {
     rt.block_on(forget(&url(), &prefix));
 }
 
+/// `redis-cli monitor` on the test server: every command Redis runs from
+/// [`Monitor::start`] until [`Monitor::stop`], as Redis prints them.
+struct Monitor {
+    child: Child,
+    marker: String,
+    seen: std::sync::mpsc::Receiver<String>,
+}
+
+impl Monitor {
+    fn start(marker: String) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new("redis-cli")
+            .args(["-u", &url(), "monitor"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli (it comes with redis-server)");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        // Redis answers OK once the monitor is on: nothing after that is missed.
+        let ok = lines.next().and_then(Result::ok);
+        assert_eq!(ok.as_deref(), Some("OK"), "monitor did not start");
+        let (tx, seen) = std::sync::mpsc::channel();
+        let end = marker.clone();
+        std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in lines.map_while(Result::ok) {
+                all.push_str(&line);
+                all.push('\n');
+                if line.contains(&end) {
+                    break;
+                }
+            }
+            let _ = tx.send(all);
+        });
+        Monitor {
+            child,
+            marker,
+            seen,
+        }
+    }
+
+    /// Everything Redis ran since `start`: a last command carries the marker, and
+    /// once the monitor shows it, it has shown everything run before it.
+    fn stop(mut self, rt: &tokio::runtime::Runtime) -> String {
+        rt.block_on(async {
+            let mut con = raw(&url()).await;
+            let _: String = redis::cmd("ECHO")
+                .arg(&self.marker)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+        });
+        let seen = self.seen.recv_timeout(HANG);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let seen = seen.expect("the monitor showed the marker");
+        assert!(seen.contains(&self.marker));
+        seen
+    }
+}
+
+/// Every token a session had, and every way its uid could be written, is absent
+/// from everything Redis saw (`MONITOR`: every command, with its keys and arguments)
+/// and from everything it holds (every key and value under the prefix): Redis is
+/// given generations and times, never a token or a uid.
 #[test]
-fn a_dump_of_redis_holds_no_working_token() {
+fn redis_never_sees_a_token_or_a_uid() {
     needs_redis!();
     let rt = runtime();
-    for (window, recovery) in [(0u64, 0u64), (5000, 0), (0, 8000)] {
+    for (window, recovery, policy) in [
+        (0u64, 0u64, ReplayPolicy::Reject),
+        (5000, 0, ReplayPolicy::Reject),
+        (0, 8000, ReplayPolicy::RevokeSession),
+    ] {
         let clock = ManualClock::default();
         let prefix = fresh_prefix("dump");
         let s = rt
@@ -403,13 +475,15 @@ fn a_dump_of_redis_holds_no_working_token() {
                     .settings(
                         Store::builder()
                             .batch_window(Duration::from_millis(window))
-                            .recovery_window(Duration::from_millis(recovery)),
+                            .recovery_window(Duration::from_millis(recovery))
+                            .replay_policy(policy),
                     )
                     .clock(Arc::new(clock.clone()))
                     .connect(),
             )
             .unwrap();
-        let uid = "dump@example.com";
+        let uid = "dump.secret-user@example.com";
+        let monitor = Monitor::start(format!("{prefix}-end"));
         let c = rt.block_on(s.issue(uid)).unwrap();
         let client = c.client().as_str().to_owned();
         let mut tokens = vec![c.token().as_str().to_owned()];
@@ -420,23 +494,55 @@ fn a_dump_of_redis_holds_no_working_token() {
                 &rt.block_on(s.authenticate(uid, &client, &t)).unwrap(),
             ));
         }
+        // A batch on the previous token (inside a window), garbage, a replay, and the
+        // admin reads: every script runs.
+        let previous = tokens[tokens.len() - 2].clone();
+        let _ = rt.block_on(s.authenticate(uid, &client, &previous));
+        let _ = rt.block_on(s.authenticate(uid, &client, "not a token"));
+        assert_eq!(rt.block_on(s.sessions(uid)).unwrap().len(), 1);
         let held = rt.block_on(dump(&url(), &prefix));
+        let _ = rt.block_on(s.authenticate(uid, &client, &tokens[3]));
+        let _ = rt.block_on(s.revoke(uid, &client));
+        let _ = rt.block_on(s.revoke_user(uid));
+        let seen = monitor.stop(&rt);
+        assert!(seen.contains(&prefix), "the monitor saw this test's calls");
+
+        let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
+        let uid_forms = [uid.to_owned(), hex, "secret-user".to_owned()];
         let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
-        let current = tokens.last().unwrap();
-        for (i, t) in tokens.iter().enumerate() {
-            let raw = base64_url_decode(t);
-            for (key, values, ttl) in &held {
+        assert!(!held.is_empty());
+        for (key, values, _) in &held {
+            for form in &uid_forms {
+                assert!(!key.contains(form.as_str()), "{key} names the uid");
                 for v in values {
-                    assert!(!contains(v, &raw), "{key} holds token {i}'s bytes");
-                    if contains(v, t.as_bytes()) {
-                        // Only the current token, only while a batch may need it.
-                        assert_eq!(t, current, "{key} holds retired token {i}");
-                        assert!(window.max(recovery) > 0, "{key}: no window needs it");
-                        assert!(
-                            *ttl > 0 && *ttl <= window.max(recovery) as i64,
-                            "{key} keeps it for {ttl} ms"
-                        );
-                    }
+                    assert!(!contains(v, form.as_bytes()), "{key} holds the uid");
+                }
+            }
+        }
+        for form in &uid_forms {
+            assert!(
+                !seen.contains(form.as_str()),
+                "MONITOR shows the uid ({form})"
+            );
+        }
+        for (i, t) in tokens.iter().enumerate() {
+            // The first 21 characters are secret bits only (the generation follows).
+            let secret_text = &t[..21];
+            let secret_bytes = &base64_url_decode(t)[..16];
+            let secret_hex: String = secret_bytes.iter().map(|b| format!("\\x{b:02x}")).collect();
+            assert!(!seen.contains(secret_text), "MONITOR shows token {i}");
+            assert!(
+                !seen.contains(&secret_hex),
+                "MONITOR shows token {i}'s bytes"
+            );
+            for (key, values, _) in &held {
+                assert!(!key.contains(secret_text), "{key} names token {i}");
+                for v in values {
+                    assert!(
+                        !contains(v, secret_text.as_bytes()),
+                        "{key} holds token {i}"
+                    );
+                    assert!(!contains(v, secret_bytes), "{key} holds token {i}'s bytes");
                 }
             }
         }
@@ -444,9 +550,59 @@ fn a_dump_of_redis_holds_no_working_token() {
     }
 }
 
+/// Something else's key where a user's index or session belongs is cleared away:
+/// the user still signs in, and a session shadowed by such a key is simply gone.
+#[test]
+fn a_key_of_the_wrong_type_does_not_lock_a_user_out() {
+    needs_redis!();
+    let rt = runtime();
+    let prefix = fresh_prefix("wrongtype");
+    let s = rt.block_on(store(&prefix).connect()).unwrap();
+    let uid = "wrong.type@example.com";
+    let first = rt.block_on(s.issue(uid)).unwrap();
+    let (client, token) = (
+        first.client().as_str().to_owned(),
+        first.token().as_str().to_owned(),
+    );
+    let keys: Vec<String> = rt
+        .block_on(dump(&url(), &prefix))
+        .into_iter()
+        .map(|k| k.0)
+        .collect();
+    let session = keys
+        .iter()
+        .find(|k| k.ends_with(&format!(":s:{client}")))
+        .unwrap();
+    let index = keys.iter().find(|k| k.ends_with(":i")).unwrap();
+    rt.block_on(async {
+        let mut con = raw(&url()).await;
+        let _: () = con.del(session).await.unwrap();
+        let _: () = con.rpush(session, "junk").await.unwrap();
+        let _: () = con.del(index).await.unwrap();
+        let _: () = con.set(index, "junk").await.unwrap();
+    });
+    assert!(matches!(
+        rt.block_on(s.authenticate(uid, &client, &token)),
+        Err(BackendError::Refused(Rejection::UnknownSession))
+    ));
+    let again = rt.block_on(s.issue(uid)).expect("sign-in is not blocked");
+    let a = rt
+        .block_on(s.authenticate(uid, again.client().as_str(), again.token().as_str()))
+        .unwrap();
+    assert!(a.is_rotated());
+    assert_eq!(rt.block_on(s.sessions(uid)).unwrap().len(), 1);
+    let _: () = rt.block_on(async {
+        let mut con = raw(&url()).await;
+        let _: () = con.set(index, "junk").await.unwrap();
+    });
+    assert_eq!(rt.block_on(s.revoke_user(uid)).unwrap(), 0);
+    assert_eq!(rt.block_on(s.sessions(uid)).unwrap().len(), 0);
+    rt.block_on(forget(&url(), &prefix));
+}
+
 fn base64_url_decode(t: &str) -> Vec<u8> {
     use base64ct::{Base64UrlUnpadded, Encoding};
-    let mut out = [0u8; 16];
+    let mut out = [0u8; 20];
     Base64UrlUnpadded::decode(t, &mut out).expect("a token");
     out.to_vec()
 }
@@ -655,9 +811,7 @@ fn scripts_flushed_from_redis_are_loaded_again() {
     });
 }
 
-/// Every token a session ever had, presented after the batch window: the last
-/// `REPLAY_DEPTH + 1` retired ones answer `Replayed`, older ones `InvalidToken`,
-/// the same on both backends.
+/// Every token a session ever had, presented after the batch window, newest first.
 async fn presented_history<B: Backend>(b: &B, clock: &ManualClock) -> Vec<Result<bool, Rejection>> {
     let uid = "history@example.com";
     let c = b.issue(uid).await.unwrap();
@@ -698,9 +852,8 @@ fn retired_tokens_are_recognised_as_deep_as_in_memory() {
     let clock = ManualClock::default();
     let in_memory = Store::builder().clock(clock.clone()).build().unwrap();
     let memory_answers = rt.block_on(presented_history(&in_memory, &clock));
-    let depth = baton::REPLAY_DEPTH as usize;
-    let mut expected = vec![Err(Rejection::Replayed); depth + 1];
-    expected.resize(14, Err(Rejection::InvalidToken));
+    // Every retired token, however old, on both.
+    let expected = vec![Err(Rejection::Replayed); 14];
     assert_eq!(memory_answers, expected);
     assert_eq!(redis_answers, expected);
     rt.block_on(forget(&url(), &prefix));

@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 
 use super::{Answer, Creds, Granted, Kind, Reason, CLIENT_LEN, TOKEN_LEN};
 
-pub const TOKEN_BYTES: usize = 16;
+pub const TOKEN_BYTES: usize = 20;
 pub const CLIENT_BYTES: usize = 12;
 
 thread_local! {
@@ -35,7 +35,7 @@ pub fn fresh_client() -> [u8; CLIENT_BYTES] {
 
 pub fn encode_token(bytes: &[u8; TOKEN_BYTES]) -> [u8; TOKEN_LEN] {
     let mut out = [0u8; TOKEN_LEN];
-    Base64UrlUnpadded::encode(bytes, &mut out).expect("22 characters hold 16 bytes");
+    Base64UrlUnpadded::encode(bytes, &mut out).expect("27 characters hold 20 bytes");
     out
 }
 
@@ -45,7 +45,7 @@ pub fn encode_client(bytes: &[u8; CLIENT_BYTES]) -> [u8; CLIENT_LEN] {
     out
 }
 
-/// `None` for anything that is not exactly the encoding of 16 bytes.
+/// `None` for anything that is not exactly the encoding of 20 bytes.
 pub fn decode_token(text: &str) -> Option<[u8; TOKEN_BYTES]> {
     if text.len() != TOKEN_LEN {
         return None;

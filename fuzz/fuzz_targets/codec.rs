@@ -31,8 +31,8 @@ fn check_decoders(text: &str) {
         Ok(t) => {
             assert_eq!(t.as_str(), text, "a token that re-encodes differently");
             assert!(
-                canonical(16),
-                "accepted {text:?}, not 16 bytes of url-safe base64"
+                canonical(20),
+                "accepted {text:?}, not 20 bytes of url-safe base64"
             );
             assert_eq!(Token::parse(t.as_str()), Ok(t));
             let shown = format!("{t:?}");
@@ -40,12 +40,12 @@ fn check_decoders(text: &str) {
         }
         Err(e) => {
             assert_eq!(e, InputError::MalformedToken);
-            assert!(!canonical(16), "refused the canonical token {text:?}");
+            assert!(!canonical(20), "refused the canonical token {text:?}");
         }
     }
     assert_eq!(
         Token::parse(text).is_ok(),
-        text.len() == TOKEN_LEN && canonical(16)
+        text.len() == TOKEN_LEN && canonical(20)
     );
 
     match ClientId::parse(text) {

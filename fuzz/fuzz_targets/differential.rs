@@ -123,7 +123,7 @@ const USERS: [User; 5] = [
 enum Pick {
     Current,
     Previous,
-    /// `k` generations back; past `REPLAY_DEPTH + 1` the store can no longer tell.
+    /// `k + 2` generations back (the oldest token when the session is younger).
     Older(u8),
     /// Another session's current token.
     Foreign,
@@ -274,7 +274,7 @@ impl Run {
         match pick {
             Pick::Current => back(0),
             Pick::Previous => back(1),
-            Pick::Older(k) => back(2 + usize::from(*k % 12)),
+            Pick::Older(k) => back(2 + usize::from(*k)),
             Pick::Foreign => self.foreign_token(uid, client),
             Pick::Mutated { at, to } => {
                 let mut t = back(0).into_bytes();

@@ -37,3 +37,33 @@ end
 local function int(x)
   return string.format('%d', x)
 end
+
+-- A key of the wrong type where a user's key belongs (another program's, or an older
+-- version's) is removed, not left to fail every call, and sign-in, of that user.
+local function fields(key, ...)
+  local s = redis.pcall('HMGET', key, ...)
+  if type(s) == 'table' and s.err then
+    redis.call('DEL', key)
+    return {}
+  end
+  return s
+end
+
+-- The members of a user's index (with their scores when asked), as `fields` does.
+local function members(idx, withscores)
+  local m
+  if withscores then
+    m = redis.pcall('ZRANGE', idx, 0, -1, 'WITHSCORES')
+  else
+    m = redis.pcall('ZRANGE', idx, 0, -1)
+  end
+  if type(m) == 'table' and m.err then
+    redis.call('DEL', idx)
+    return {}
+  end
+  return m
+end
+
+-- The highest generation a session reaches (src/session/word.rs's MAX_GENERATION, the
+-- same on both backends); the rotation past it ends the session rather than wrap.
+local max_generation = 67108863

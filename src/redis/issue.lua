@@ -1,7 +1,6 @@
 -- issue: a new session, evicting one if the user is at the cap, one atomic step.
 -- KEYS: [1] the user's index (sorted set: client -> issue order)
 -- ARGV: [5] the user's key prefix  [6] max clients per user  [7] new client id
---       [8] keyed hash of the first token
 -- Returns {code, expiry ms, evicted}: code 1 issued, 0 the client id is taken.
 local idx = KEYS[1]
 local base = ARGV[5]
@@ -12,20 +11,20 @@ if redis.call('EXISTS', base .. 's:' .. client) == 1 then
   return {0, 0, 0}
 end
 
-local entries = redis.call('ZRANGE', idx, 0, -1, 'WITHSCORES')
+local entries = members(idx, true)
 local live = {}
 local last = 0
 for i = 1, #entries, 2 do
   local c, order = entries[i], tonumber(entries[i + 1])
   if order > last then last = order end
   local key = base .. 's:' .. c
-  local s = redis.call('HMGET', key, 'c', 'r')
+  local s = fields(key, 'c', 'r')
   if not s[1] then
     redis.call('ZREM', idx, c)
   else
     local e = expiry(tonumber(s[1]), tonumber(s[2]))
     if now >= e then
-      redis.call('DEL', key, base .. 't:' .. c)
+      redis.call('DEL', key)
       redis.call('ZREM', idx, c)
     else
       live[#live + 1] = {c, e, tonumber(s[2]), order}
@@ -43,13 +42,13 @@ if #live >= cap then
       v = o
     end
   end
-  redis.call('DEL', base .. 's:' .. v[1], base .. 't:' .. v[1])
+  redis.call('DEL', base .. 's:' .. v[1])
   redis.call('ZREM', idx, v[1])
   evicted = 1
 end
 
 local key = base .. 's:' .. client
-redis.call('HSET', key, 'g', '0', 'c', int(now), 'r', int(now), 'u', '0', 'h', ARGV[8])
+redis.call('HSET', key, 'g', '0', 'c', int(now), 'r', int(now), 'u', '0')
 local exp = expiry(now, now)
 expire_at(key, exp)
 redis.call('ZADD', idx, int(last + 1), client)

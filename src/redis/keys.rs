@@ -2,15 +2,12 @@
 //! live in one slot and a script may touch all of them (the client cap, `revoke_user`):
 //!
 //! ```text
-//! {prefix}:{<uid>}:i             sorted set: client id -> sign-in order
-//! {prefix}:{<uid>}:s:<client>    hash: generation, times, keyed hashes of tokens
-//! {prefix}:{<uid>}:t:<client>    the current token, only while a batch may need it
+//! {prefix}:{<tag>}:i             sorted set: client id -> sign-in order
+//! {prefix}:{<tag>}:s:<client>    hash: generation, sign-in and rotation times, "used"
 //! ```
 //!
-//! `<uid>` is the uid's bytes in hex: a uid may contain `{`, `}` or `:`, which would
-//! otherwise move the hash tag or make two users' keys collide.
-
-use std::fmt::Write;
+//! `<tag>` is a keyed hash of the uid in hex (`mac::TokenMac::user_tag`): Redis never
+//! holds the uid, and hex cannot move the hash tag or make two users' keys collide.
 
 /// Characters a prefix may hold: none of them is special to a key pattern or a tag.
 pub(crate) fn valid_prefix(prefix: &str) -> bool {
@@ -28,17 +25,12 @@ pub(crate) struct UserKeys {
 }
 
 impl UserKeys {
-    /// `uid` must already be checked (1 to 255 bytes).
-    pub(crate) fn new(prefix: &str, uid: &str) -> Self {
-        let mut base = String::with_capacity(prefix.len() + 2 * uid.len() + 4);
-        base.push_str(prefix);
-        base.push_str(":{");
-        for b in uid.bytes() {
-            // Writing to a String cannot fail.
-            let _ = write!(base, "{b:02x}");
+    /// The keys of the user whose tag is `tag` (hex).
+    pub(crate) fn new(prefix: &str, tag: &str) -> Self {
+        debug_assert!(tag.bytes().all(|b| b.is_ascii_hexdigit()));
+        UserKeys {
+            base: format!("{prefix}:{{{tag}}}:"),
         }
-        base.push_str("}:");
-        UserKeys { base }
     }
 
     pub(crate) fn index(&self) -> String {
@@ -47,10 +39,6 @@ impl UserKeys {
 
     pub(crate) fn session(&self, client: &str) -> String {
         format!("{}s:{client}", self.base)
-    }
-
-    pub(crate) fn plaintext(&self, client: &str) -> String {
-        format!("{}t:{client}", self.base)
     }
 }
 
@@ -64,18 +52,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_user_keys_share_one_tag_that_no_uid_can_break() {
-        for uid in ["a@example.com", "x}:s:{y", "{}", "ü", &"z".repeat(255)] {
-            let k = UserKeys::new("baton", uid);
-            let tag = |key: &str| {
+    fn a_user_keys_share_one_tag() {
+        for tag in ["00", "0123456789abcdef0123456789abcdef"] {
+            let k = UserKeys::new("baton", tag);
+            let tag_of = |key: &str| {
                 let open = key.find('{').unwrap();
                 let close = open + key[open..].find('}').unwrap();
                 key[open + 1..close].to_owned()
             };
-            let t = tag(&k.index());
-            assert!(!t.is_empty());
-            assert_eq!(tag(&k.session("AAAAAAAAAAAAAAAA")), t, "{uid}");
-            assert_eq!(tag(&k.plaintext("AAAAAAAAAAAAAAAA")), t, "{uid}");
+            assert_eq!(tag_of(&k.index()), tag);
+            assert_eq!(tag_of(&k.session("AAAAAAAAAAAAAAAA")), tag);
         }
         assert_ne!(UserKeys::new("p", "a").base, UserKeys::new("p", "b").base);
     }

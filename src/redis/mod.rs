@@ -19,7 +19,7 @@ use crate::credentials::{Authenticated, Credentials, SessionInfo};
 use crate::decision::{Policy, ReplayPolicy};
 use crate::error::{check_uid, InputError, Rejection};
 use crate::stats::{bump, Counters, Stats};
-use crate::token::{ClientId, Token, REPLAY_DEPTH};
+use crate::token::{ClientId, Token};
 
 use keys::UserKeys;
 use mac::TokenMac;
@@ -259,18 +259,31 @@ async fn bounded<T>(
 /// (no read-then-write across round trips): loaded once, run by its SHA, loaded again
 /// when Redis has forgotten it (`NOSCRIPT`, after a restart or `SCRIPT FLUSH`). The
 /// scripts read the server's `TIME`, one clock for all nodes. All keys of a user share
-/// the hash tag `{hex(uid)}`, so the client cap and `revoke_user` stay atomic on Redis
-/// Cluster too.
+/// one hash tag, so the client cap and `revoke_user` stay atomic on Redis Cluster too.
 ///
-/// **What a dump of Redis reveals.** Per session: its generation, sign-in and rotation
-/// times, and HMAC-SHA256 hashes, keyed with the nodes' shared
-/// [`secret`](RedisBuilder::secret), of the current token, the previous one and
-/// [`REPLAY_DEPTH`] older ones (so those still answer `Replayed`). The current token's
-/// plaintext is kept only while a request presenting the previous one may need it
-/// handed back: at most `max(batch_window, recovery_window)` after its rotation (never,
-/// when both are 0), shortened to the batch window once it has been presented. Tokens
-/// (16 bytes, ChaCha20) and client ids are minted here, never by Redis. Expiry is a
-/// Redis TTL, so Redis reclaims dead sessions by itself.
+/// **No token material in Redis.** Tokens are derived on the nodes exactly as the
+/// embedded store derives them: `T(g)` is the ChaCha20 keystream at offset `16 g`
+/// (then `g`), under a key per session that every node derives from the shared
+/// [`secret`](RedisBuilder::secret), the uid and the client id (HMAC-SHA256). A node
+/// checks a presented token itself, with one block, and sends Redis only the generation
+/// of a genuine one (or nothing); the scripts decide on generations and times alone,
+/// and a node computes the token an answer carries from the generation Redis returns.
+/// So every older genuine token answers `Replayed`, at any age, as in memory.
+///
+/// **What Redis sees.** A dump, a replica, the append-only file, `MONITOR` or
+/// `SLOWLOG`, or a `redis://` wire show, per user, a 128-bit keyed hash of the uid
+/// (the `{tag}` in its key names, the same on every node: it links a user's sessions,
+/// it does not name the user); per session, its client id, generation, sign-in and
+/// rotation times, whether its current token has been presented, and its TTL; per call,
+/// the same plus the policy's settings, this node's clock when one is set, and the
+/// generation the presented token has if it is genuine (so an observer learns whether
+/// a request carried a working or a retired token, not the token). No token, no part of
+/// one, no uid and no key: with all of Redis and the client ids one still cannot
+/// compute a token without the secret. The secret is what must stay off Redis's hosts:
+/// with it, a uid and a client id, anyone computes that session's tokens. Client ids
+/// are minted here, never by Redis. Expiry is a Redis TTL, so Redis reclaims dead
+/// sessions by itself; a key of the wrong type where a user's key belongs is removed,
+/// not left to block that user.
 ///
 /// **Failures.** A call that Redis does not answer within the
 /// [`timeout`](RedisBuilder::timeout) (down, paused, restarting) returns
@@ -280,9 +293,8 @@ async fn bounded<T>(
 /// window) still honours.
 ///
 /// **Deployment.** Every node needs the same secret and [`prefix`](RedisBuilder::prefix).
-/// Run Redis with `maxmemory-policy noeviction` (an evicting policy may drop the
-/// plaintext a batch needs, which is answered as unavailable), and with persistence if
-/// sign-ins should survive a Redis restart. [`live`](Self::live) walks every user;
+/// Run Redis with `maxmemory-policy noeviction` (an evicting policy signs users out),
+/// and with persistence if sign-ins should survive a Redis restart. [`live`](Self::live) walks every user;
 /// [`stats`](Self::stats) counts this node's answers only.
 ///
 /// ```no_run
@@ -343,6 +355,11 @@ impl RedisStore {
         }
     }
 
+    /// The key names of `uid`'s sessions, under its tag.
+    fn user_keys(&self, uid: &str) -> UserKeys {
+        UserKeys::new(&self.prefix, &self.mac.user_tag(uid))
+    }
+
     fn conn(&self) -> ConnectionManager {
         // Relaxed: any spread over the connections will do.
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
@@ -375,17 +392,14 @@ impl RedisStore {
         uid: &'a str,
     ) -> Result<Credentials<'a>, BackendError<InputError>> {
         check_uid(uid).map_err(BackendError::Refused)?;
-        let keys = UserKeys::new(&self.prefix, uid);
-        let bytes = mac::token_bytes();
-        let hash = self.mac.hash(&bytes);
+        let keys = self.user_keys(uid);
         loop {
             let client = ClientId::from_raw(crate::rng::client_bytes());
             let mut inv = self.invocation(&self.scripts.issue);
             inv.key(keys.index())
                 .arg(&keys.base)
                 .arg(self.max_clients_per_user)
-                .arg(client.as_str())
-                .arg(&hash[..]);
+                .arg(client.as_str());
             let (code, expiry_ms, evicted): (i64, u64, i64) = self.run(&inv).await?;
             // 0: the user already holds this client id (2^-96 odds); draw again.
             if code == 1 {
@@ -393,10 +407,11 @@ impl RedisStore {
                 if evicted == 1 {
                     bump(&self.counters.evicted);
                 }
+                let first = self.mac.session_key(uid, client.raw()).token(0, 0);
                 return Ok(Credentials {
                     uid,
                     client,
-                    token: Token::encode(&bytes),
+                    token: Token::encode(&first),
                     expiry: expiry_ms / 1000,
                 });
             }
@@ -420,67 +435,61 @@ impl RedisStore {
                 return Err(BackendError::Refused(Rejection::BadInput(e)));
             }
         };
-        // A malformed token still runs the table: an expired session answers Expired
-        // whatever was presented.
-        let presented = Token::decode(token);
-        let presented_hash = presented.map(|b| self.mac.hash(&b));
-        let candidate = mac::token_bytes();
-        let keys = UserKeys::new(&self.prefix, uid);
+        // The token is checked here, against the session's own key: Redis is told
+        // only the generation of a genuine one. A malformed or forged token still runs
+        // the table: an expired session answers Expired whatever was presented.
+        let session_key = self.mac.session_key(uid, client.raw());
+        let mut tokens = session_key.tokens(0);
+        let genuine = Token::decode(token).and_then(|b| tokens.generation_of(&b));
+        let keys = self.user_keys(uid);
         let p = &self.policy;
         let mut inv = self.invocation(&self.scripts.authenticate);
         inv.key(keys.session(client.as_str()))
-            .key(keys.plaintext(client.as_str()))
             .key(keys.index())
             .arg(p.batch_window_ms)
             .arg(p.min_rotation_interval_ms)
             .arg(u8::from(p.rotation))
             .arg(p.recovery_window_ms)
-            .arg(u8::from(p.replay_policy == ReplayPolicy::RevokeSession))
-            .arg(presented_hash.as_ref().map_or(&[][..], |h| &h[..]))
-            .arg(Token::encode(&candidate).as_str())
-            .arg(&self.mac.hash(&candidate)[..])
-            .arg(REPLAY_DEPTH)
-            .arg(client.as_str());
-        let (code, expiry_ms, stored): (i64, u64, Vec<u8>) = self.run(&inv).await?;
-        let creds = |token: Token| Credentials {
-            uid,
-            client,
-            token,
-            expiry: expiry_ms / 1000,
+            .arg(u8::from(p.replay_policy == ReplayPolicy::RevokeSession));
+        match genuine {
+            Some(k) => inv.arg(k),
+            None => inv.arg(""),
+        };
+        inv.arg(client.as_str());
+        let (code, expiry_ms, g): (i64, u64, u64) = self.run(&inv).await?;
+        let mut answer = |token_generation: u64| {
+            let token = Token::encode(&tokens.get(token_generation));
+            Credentials {
+                uid,
+                client,
+                token,
+                expiry: expiry_ms / 1000,
+            }
         };
         let refuse = |counter, why| {
             bump(counter);
             Err(BackendError::Refused(why))
         };
+        // What each answer says of the generation must match the presented token's.
+        let presented_is = |k: u64| genuine == Some(k);
         match code {
-            1 => {
+            1 if g >= 1 && presented_is(g - 1) => {
                 bump(&c.rotated);
-                Ok(Authenticated::Rotated(creds(Token::encode(&candidate))))
+                Ok(Authenticated::Rotated(answer(g)))
             }
-            2 => match presented {
-                Some(bytes) => {
-                    bump(&c.batched);
-                    Ok(Authenticated::Batched(creds(Token::encode(&bytes))))
-                }
-                None => Err(corrupt("a batch on a token that is not one")),
-            },
-            3 => match std::str::from_utf8(&stored)
-                .ok()
-                .and_then(|t| Token::parse(t).ok())
-            {
-                Some(token) => {
-                    bump(&c.batched);
-                    Ok(Authenticated::Batched(creds(token)))
-                }
-                None => Err(corrupt("a stored token that is not one")),
-            },
+            2 if presented_is(g) => {
+                bump(&c.batched);
+                Ok(Authenticated::Batched(answer(g)))
+            }
+            3 if g >= 1 && presented_is(g - 1) => {
+                bump(&c.batched);
+                Ok(Authenticated::Batched(answer(g)))
+            }
+            1..=3 => Err(corrupt("a generation the presented token does not have")),
             0 => refuse(&c.unknown_session, Rejection::UnknownSession),
             -1 => refuse(&c.expired, Rejection::Expired),
             -2 => refuse(&c.replayed, Rejection::Replayed),
             -3 => refuse(&c.invalid_token, Rejection::InvalidToken),
-            -4 => Err(BackendError::Unavailable(Unavailable::new(
-                "redis lost the current token a batch needs (is maxmemory-policy evicting?)",
-            ))),
             _ => Err(corrupt("an unknown answer code")),
         }
     }
@@ -489,10 +498,9 @@ impl RedisStore {
     pub async fn revoke(&self, uid: &str, client: &str) -> Result<bool, BackendError<InputError>> {
         check_uid(uid).map_err(BackendError::Refused)?;
         let client = ClientId::parse(client).map_err(BackendError::Refused)?;
-        let keys = UserKeys::new(&self.prefix, uid);
+        let keys = self.user_keys(uid);
         let mut inv = self.invocation(&self.scripts.revoke);
         inv.key(keys.session(client.as_str()))
-            .key(keys.plaintext(client.as_str()))
             .key(keys.index())
             .arg(client.as_str());
         let live: i64 = self.run(&inv).await?;
@@ -505,7 +513,7 @@ impl RedisStore {
     /// Ends every session of `uid`, as [`Store::revoke_user`](crate::Store::revoke_user).
     pub async fn revoke_user(&self, uid: &str) -> Result<usize, BackendError<InputError>> {
         check_uid(uid).map_err(BackendError::Refused)?;
-        let keys = UserKeys::new(&self.prefix, uid);
+        let keys = self.user_keys(uid);
         let mut inv = self.invocation(&self.scripts.revoke_user);
         inv.key(keys.index()).arg(&keys.base);
         let n: u64 = self.run(&inv).await?;
@@ -519,9 +527,7 @@ impl RedisStore {
     /// [`Store::sessions`](crate::Store::sessions).
     pub async fn sessions(&self, uid: &str) -> Result<Vec<SessionInfo>, BackendError<InputError>> {
         check_uid(uid).map_err(BackendError::Refused)?;
-        Ok(self
-            .sessions_at(&UserKeys::new(&self.prefix, uid).index())
-            .await?)
+        Ok(self.sessions_at(&self.user_keys(uid).index()).await?)
     }
 
     async fn sessions_at(&self, index: &str) -> Result<Vec<SessionInfo>, Unavailable> {

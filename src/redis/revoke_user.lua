@@ -1,15 +1,15 @@
 -- revoke_user: ends every session of one user. Returns how many were live.
 -- KEYS: [1] the user's index   ARGV: [5] the user's key prefix
 local base = ARGV[5]
-local clients = redis.call('ZRANGE', KEYS[1], 0, -1)
+local clients = members(KEYS[1], false)
 local live = 0
 for _, c in ipairs(clients) do
   local key = base .. 's:' .. c
-  local s = redis.call('HMGET', key, 'c', 'r')
+  local s = fields(key, 'c', 'r')
   if s[1] and now < expiry(tonumber(s[1]), tonumber(s[2])) then
     live = live + 1
   end
-  redis.call('DEL', key, base .. 't:' .. c)
+  redis.call('DEL', key)
 end
 redis.call('DEL', KEYS[1])
 return live

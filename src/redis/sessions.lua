@@ -2,18 +2,18 @@
 -- {client, generation, created ms, rotated ms, expiry ms}; expired ones are removed.
 -- KEYS: [1] the user's index   ARGV: [5] the user's key prefix
 local base = ARGV[5]
-local clients = redis.call('ZRANGE', KEYS[1], 0, -1)
+local clients = members(KEYS[1], false)
 local out = {}
 for _, c in ipairs(clients) do
   local key = base .. 's:' .. c
-  local s = redis.call('HMGET', key, 'g', 'c', 'r')
+  local s = fields(key, 'g', 'c', 'r')
   if not s[1] then
     redis.call('ZREM', KEYS[1], c)
   else
     local created, rotated = tonumber(s[2]), tonumber(s[3])
     local e = expiry(created, rotated)
     if now >= e then
-      redis.call('DEL', key, base .. 't:' .. c)
+      redis.call('DEL', key)
       redis.call('ZREM', KEYS[1], c)
     else
       out[#out + 1] = {c, tonumber(s[1]), created, rotated, e}

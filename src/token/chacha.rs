@@ -105,7 +105,11 @@ mod x86 {
     /// The best instruction set this CPU has (std caches the detection: one load).
     #[inline]
     pub(super) fn level() -> Level {
-        if std::arch::is_x86_feature_detected!("avx512vl") {
+        // Exactly the features the avx512 module enables: running it on a CPU that
+        // lacks either would be undefined behaviour.
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
             Level::Avx512
         } else if std::arch::is_x86_feature_detected!("ssse3") {
             Level::Ssse3
@@ -388,7 +392,9 @@ mod tests {
                     x86::ssse3::blocks2(k, s, c)
                 }));
             }
-            if std::arch::is_x86_feature_detected!("avx512vl") {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+            {
                 all.push(("avx512", |k, s, c| unsafe {
                     [
                         x86::avx512::block(k, s, c),

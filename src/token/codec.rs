@@ -9,16 +9,20 @@ use super::base64;
 
 use crate::error::InputError;
 
-/// Random bytes in a token: 128 bits.
-pub(crate) const TOKEN_BYTES: usize = 16;
-/// Characters in an encoded token.
-pub const TOKEN_LEN: usize = 22;
+/// Unpredictable bytes in a token: 128 bits.
+pub(crate) const SECRET_BYTES: usize = 16;
+/// Bytes in a token: the secret, then its generation (4 bytes, not secret).
+pub(crate) const TOKEN_BYTES: usize = SECRET_BYTES + 4;
+/// Characters in an encoded token (SPEC allows at most 64).
+pub const TOKEN_LEN: usize = 27;
 /// Random bytes in a client id: 96 bits.
 pub(crate) const CLIENT_BYTES: usize = 12;
 /// Characters in an encoded client id.
 pub const CLIENT_ID_LEN: usize = 16;
 
-/// A session's secret: 22 characters of URL-safe base64 carrying 128 unpredictable bits.
+/// A session's secret: 27 characters of URL-safe base64 carrying 128 unpredictable bits
+/// and, beside them, the generation the token belongs to (not secret: it lets the store
+/// recognise a genuine token of any age with one ChaCha20 block).
 ///
 /// `Debug` prints `Token(<redacted>)` and there is no `Display`, so a token reaches a
 /// log only through an explicit [`as_str`](Self::as_str). Equality is constant-time.
@@ -43,7 +47,7 @@ impl Token {
         Token::encode(bytes)
     }
 
-    /// Decodes presented text; `None` unless it is exactly the encoding of 16 bytes.
+    /// Decodes presented text; `None` unless it is exactly the encoding of 20 bytes.
     #[inline]
     pub(crate) fn decode(text: &str) -> Option<[u8; TOKEN_BYTES]> {
         base64::decode::<TOKEN_LEN, TOKEN_BYTES>(text.as_bytes())
@@ -154,19 +158,21 @@ mod tests {
         assert_eq!(t.as_str().len(), TOKEN_LEN);
         assert_eq!(t.as_bytes(), t.as_str().as_bytes());
         assert_eq!(Token::decode(t.as_str()), Some(bytes));
-        // The last character carries 2 data bits; a different low nibble is the same
-        // bytes written another way, and is refused.
+        // The last character carries 4 data bits and 2 spare ones; setting a spare
+        // bit writes the same bytes another way, and is refused.
         let mut s = t.as_str().to_string();
         let last = s.pop().unwrap();
-        let other = if last == 'Q' { 'R' } else { 'Q' };
-        s.push(other);
+        assert_eq!(last, 'U', "0x5 then two zero bits");
+        s.push('V');
         assert_eq!(Token::decode(&s), None, "{s}");
         for bad in [
             "",
             "short",
-            "+/+/+/+/+/+/+/+/+/+/+/",
-            "AAAAAAAAAAAAAAAAAAAAAA=",
-            "ÄAAAAAAAAAAAAAAAAAAAA",
+            "+/+/+/+/+/+/+/+/+/+/+/+/+/+",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "ÄAAAAAAAAAAAAAAAAAAAAAAAAA",
         ] {
             assert_eq!(Token::decode(bad), None, "{bad:?}");
             assert_eq!(Token::parse(bad), Err(InputError::MalformedToken));

@@ -1,5 +1,6 @@
 //! Token derivation: `T(g)` is 16 bytes of the ChaCha20 keystream under the store's
-//! secret key, at stream `s` (the session's own, never reused) and offset `16 g`.
+//! secret key, at stream `s` (the session's own, never reused) and offset `16 g`,
+//! followed by `g` itself (4 bytes, little-endian) in the clear.
 //!
 //! So a session stores no token at all: any thread that reads generation `g` computes
 //! `T(g)` itself, which is what lets one compare-and-swap on the state word rotate a
@@ -7,28 +8,42 @@
 //! nothing of the key, of other generations, or of other sessions, and distinct
 //! (stream, generation) pairs give independent 128-bit values.
 //!
+//! The generation a token carries says which keystream quarter to compare against, so
+//! a genuine token of any age is recognised with one block, and a forged one costs at
+//! most one block too (no CPU amplification by garbage). It is not encrypted: it only
+//! counts the session's rotations, which the token's holder already knows and which
+//! nobody else learns without the token (a token is a secret as a whole), and a clear
+//! generation costs nothing to read, so a restored session can also recognise genuine
+//! tokens ahead of its own generation ([`TokenMatch::Ahead`]). The secret bytes bind
+//! the generation: changing it without the key gives a token that matches nothing.
+//!
 //! `T(g)` is keystream block `g / 4`, quarter `g % 4`. Verifying a token and minting
 //! its successor takes one block, or in one rotation of four two blocks computed
-//! together (`chacha::blocks2`); the older generations a replay check compares
-//! against are computed only when the presented token is neither `T(g)` nor `T(g-1)`.
+//! together (`chacha::blocks2`).
 
 use std::fmt;
 
 use rand_chacha::rand_core::RngCore;
 use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
 
 use super::chacha;
-use super::codec::TOKEN_BYTES;
+use super::codec::{SECRET_BYTES, TOKEN_BYTES};
 use crate::decision::TokenMatch;
-
-/// How many generations older than `T(g-1)` the store still recognises as genuine
-/// (and answers `Replayed`); older ones are indistinguishable from garbage.
-pub const REPLAY_DEPTH: u64 = 8;
 
 const TOKENS_PER_BLOCK: u64 = 4;
 
-/// The store's token key. Never printed.
+/// The generation's place in a token's bytes.
+const GENERATION_AT: usize = SECRET_BYTES;
+
+/// The store's token key. Never printed; cleared from memory when dropped.
 pub(crate) struct MasterKey([u32; 8]);
+
+impl Drop for MasterKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -41,7 +56,14 @@ impl MasterKey {
     pub(crate) fn from_os() -> Self {
         let mut key = [0u8; 32];
         rand_chacha::rand_core::OsRng.fill_bytes(&mut key);
-        MasterKey(chacha::key_words(&key))
+        let master = MasterKey::from_bytes(&key);
+        key.zeroize();
+        master
+    }
+
+    /// The key of these 32 bytes (the caller clears its copy).
+    pub(crate) fn from_bytes(key: &[u8; 32]) -> Self {
+        MasterKey(chacha::key_words(key))
     }
 
     /// The tokens of one session.
@@ -62,17 +84,27 @@ impl MasterKey {
     }
 }
 
-/// Constant-time equality of two tokens, as two 64-bit words: `subtle`'s byte-slice
-/// comparison runs a guarded loop per byte (about 150 instructions for 16 bytes).
+/// Constant-time equality of two tokens' secret bytes, as two 64-bit words: `subtle`'s
+/// byte-slice comparison runs a guarded loop per byte (about 150 instructions for 16
+/// bytes).
 #[inline]
-fn same(a: &[u8; TOKEN_BYTES], b: &[u8; TOKEN_BYTES]) -> subtle::Choice {
-    let word = |t: &[u8; TOKEN_BYTES], i: usize| {
+fn same(a: &[u8; SECRET_BYTES], b: &[u8; SECRET_BYTES]) -> bool {
+    let word = |t: &[u8; SECRET_BYTES], i: usize| {
         u64::from_le_bytes(t[8 * i..8 * i + 8].try_into().expect("8 bytes"))
     };
-    (word(a, 0) ^ word(b, 0) | word(a, 1) ^ word(b, 1)).ct_eq(&0)
+    (word(a, 0) ^ word(b, 0) | word(a, 1) ^ word(b, 1))
+        .ct_eq(&0)
+        .into()
 }
 
-/// No block: generations stop at 2^26, so block indices never reach it.
+/// The generation a token claims (not yet checked against its secret bytes).
+#[inline]
+fn claimed(token: &[u8; TOKEN_BYTES]) -> u64 {
+    let g: [u8; 4] = token[GENERATION_AT..].try_into().expect("4 bytes");
+    u64::from(u32::from_le_bytes(g))
+}
+
+/// No block: a claimed generation is below 2^32, so block indices never reach it.
 const EMPTY: u64 = u64::MAX;
 
 /// One session's tokens, each keystream block computed at most once while the two
@@ -88,9 +120,19 @@ pub(crate) struct Tokens<'k> {
 }
 
 impl Tokens<'_> {
-    /// `T(g)`.
+    /// `T(g)`: its secret bytes, then `g`.
     #[inline]
     pub(crate) fn get(&mut self, g: u64) -> [u8; TOKEN_BYTES] {
+        let mut out = [0u8; TOKEN_BYTES];
+        out[..SECRET_BYTES].copy_from_slice(&self.secret(g));
+        // Generations stop below 2^26 (the state word's field), so `g` fits.
+        out[GENERATION_AT..].copy_from_slice(&(g as u32).to_le_bytes());
+        out
+    }
+
+    /// The secret bytes of `T(g)`.
+    #[inline]
+    fn secret(&mut self, g: u64) -> [u8; SECRET_BYTES] {
         let index = g / TOKENS_PER_BLOCK;
         let slot = match self.index.iter().position(|&i| i == index) {
             Some(slot) => slot,
@@ -102,15 +144,16 @@ impl Tokens<'_> {
                 slot
             }
         };
-        let quarter = (g % TOKENS_PER_BLOCK) as usize * TOKEN_BYTES;
-        let mut out = [0u8; TOKEN_BYTES];
-        out.copy_from_slice(&self.blocks[slot][quarter..quarter + TOKEN_BYTES]);
+        let quarter = (g % TOKENS_PER_BLOCK) as usize * SECRET_BYTES;
+        let mut out = [0u8; SECRET_BYTES];
+        out.copy_from_slice(&self.blocks[slot][quarter..quarter + SECRET_BYTES]);
         out
     }
 
-    /// Makes `T(g)` and `T(g + 1)`, what a rotation verifies and hands out, cached.
-    /// When they lie in different blocks (one rotation in four), both blocks are
-    /// computed together, for little more than the cost of one.
+    /// Makes `T(g)` and `T(g + 1)` cached: what a rotation verifies and hands out, or
+    /// what a batch on the previous token verifies and hands out. When they lie in
+    /// different blocks (one time in four), both blocks are computed together, for
+    /// little more than the cost of one.
     #[inline]
     fn prepare(&mut self, g: u64) {
         let index = g / TOKENS_PER_BLOCK;
@@ -124,27 +167,29 @@ impl Tokens<'_> {
         }
     }
 
-    /// Which token of a session at generation `g` the presented bytes are. Each
-    /// comparison is constant-time; which ones run depends only on public facts
-    /// (the generation and whether an earlier one matched).
+    /// The generation of `presented` if it is a genuine token of this session, of any
+    /// age: the generation it claims picks the one keystream quarter to compare with,
+    /// so any input costs one block (two computed together when the claimed token and
+    /// its successor, which a rotation hands out, lie in different blocks). The
+    /// comparison is constant-time; which blocks are computed depends only on the
+    /// claimed generation, which is not secret.
+    #[inline]
+    pub(crate) fn generation_of(&mut self, presented: &[u8; TOKEN_BYTES]) -> Option<u64> {
+        let k = claimed(presented);
+        let secret: &[u8; SECRET_BYTES] = presented[..SECRET_BYTES].try_into().expect("16");
+        self.prepare(k);
+        same(&self.secret(k), secret).then_some(k)
+    }
+
+    /// Which token of a session at generation `g` the presented bytes are.
     #[inline]
     pub(crate) fn classify(&mut self, presented: &[u8; TOKEN_BYTES], g: u64) -> TokenMatch {
-        self.prepare(g);
-        if bool::from(same(&self.get(g), presented)) {
-            return TokenMatch::Current;
-        }
-        if g >= 1 && bool::from(same(&self.get(g - 1), presented)) {
-            return TokenMatch::Previous;
-        }
-        let oldest = g.saturating_sub(REPLAY_DEPTH + 1);
-        let mut older = subtle::Choice::from(0);
-        for k in oldest..g.saturating_sub(1) {
-            older |= same(&self.get(k), presented);
-        }
-        if bool::from(older) {
-            TokenMatch::Older
-        } else {
-            TokenMatch::Unrecognised
+        match self.generation_of(presented) {
+            None => TokenMatch::Unrecognised,
+            Some(k) if k == g => TokenMatch::Current,
+            Some(k) if k + 1 == g => TokenMatch::Previous,
+            Some(k) if k < g => TokenMatch::Older,
+            Some(k) => TokenMatch::Ahead { by: k - g },
         }
     }
 }
@@ -166,9 +211,10 @@ mod tests {
         rng.set_stream(3);
         let mut tokens = k.tokens(3);
         for g in 0..40 {
-            let mut expected = [0u8; TOKEN_BYTES];
+            let mut expected = [0u8; SECRET_BYTES];
             rng.fill_bytes(&mut expected);
-            assert_eq!(tokens.get(g), expected, "g={g}");
+            assert_eq!(tokens.get(g)[..SECRET_BYTES], expected, "g={g}");
+            assert_eq!(claimed(&tokens.get(g)), g);
         }
         // Out of order, across the cache.
         for g in [39u64, 0, 17, 16, 3, 38] {
@@ -188,9 +234,9 @@ mod tests {
     }
 
     #[test]
-    fn classify_names_each_generation() {
+    fn classify_names_each_generation_at_any_age() {
         let k = key();
-        for g in [0u64, 1, 2, 3, 4, 7, 8, 9, 10, 11, 20, 23, 24] {
+        for g in [0u64, 1, 2, 3, 4, 7, 8, 9, 10, 11, 20, 23, 24, 1_000, 4_003] {
             let mut t = k.tokens(1);
             assert_eq!(t.classify(&k.token(1, g), g), TokenMatch::Current, "g={g}");
             // What a rotation hands out next, from the blocks classify cached.
@@ -198,21 +244,34 @@ mod tests {
             if g >= 1 {
                 assert_eq!(t.classify(&k.token(1, g - 1), g), TokenMatch::Previous);
             }
-            for old in g.saturating_sub(REPLAY_DEPTH + 1)..g.saturating_sub(1) {
-                assert_eq!(
-                    t.classify(&k.token(1, old), g),
-                    TokenMatch::Older,
-                    "g={g} old={old}"
-                );
+            for old in [0, 1, g / 2, g.saturating_sub(10), g.saturating_sub(2)] {
+                if old + 1 < g {
+                    let got = t.classify(&k.token(1, old), g);
+                    assert_eq!(got, TokenMatch::Older, "g={g} old={old}");
+                }
             }
-            if g >= REPLAY_DEPTH + 2 {
-                assert_eq!(
-                    t.classify(&k.token(1, g - REPLAY_DEPTH - 2), g),
-                    TokenMatch::Unrecognised
-                );
+            for by in [1, 2, 7] {
+                let ahead = k.token(1, g + by);
+                assert_eq!(t.classify(&ahead, g), TokenMatch::Ahead { by }, "g={g}");
             }
-            assert_eq!(t.classify(&k.token(1, g + 1), g), TokenMatch::Unrecognised);
             assert_eq!(t.classify(&k.token(2, g), g), TokenMatch::Unrecognised);
         }
+    }
+
+    #[test]
+    fn a_token_carries_its_generation_bound_to_its_secret() {
+        let k = key();
+        let t = k.token(5, 300);
+        assert_eq!(claimed(&t), 300);
+        // The generation rewritten without the key: a token of no generation.
+        for g in [0u64, 299, 301, 302, 5_000] {
+            let mut forged = t;
+            forged[GENERATION_AT..].copy_from_slice(&(g as u32).to_le_bytes());
+            assert_eq!(k.tokens(5).classify(&forged, 301), TokenMatch::Unrecognised);
+        }
+        // The highest generation a token can claim costs one block like any other.
+        let mut top = t;
+        top[GENERATION_AT..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(k.tokens(5).classify(&top, 301), TokenMatch::Unrecognised);
     }
 }

@@ -7,7 +7,6 @@ mod codec;
 mod keystream;
 
 pub use codec::{ClientId, Token, CLIENT_ID_LEN, TOKEN_LEN};
-pub use keystream::REPLAY_DEPTH;
 
 pub(crate) use codec::{CLIENT_BYTES, TOKEN_BYTES};
 pub(crate) use keystream::MasterKey;
