@@ -1,97 +1,133 @@
 //! One shard's index: an open-addressing table of session pointers with lock-free
-//! lookups and writers serialised by a mutex.
+//! lookups and writers serialised by a mutex. It grows, shrinks and frees in bounded
+//! steps, so no writer call pays for the whole shard.
 //!
-//! Readers pin an epoch, load the table, and probe linearly from the uid's hash until
-//! an empty slot; they never write. Writers (sign-in, sign-out, sweep) hold the shard's
-//! mutex and change one slot at a time with a release store, so a reader sees each slot
-//! either before or after a change, never torn. A removed slot becomes a tombstone
-//! (probes go past it); a rebuilt table is published with one pointer store. Removed
-//! sessions and replaced tables are freed by crossbeam-epoch once no pinned reader can
-//! still hold them: no reader ever waits, and no pause is global.
+//! Readers pin an epoch, load the table pointers, and probe linearly from the uid's
+//! hash until an empty slot; they never write. Writers (sign-in, sign-out, sweep) hold
+//! the shard's mutex and change one slot at a time with a release store, so a reader
+//! sees each slot either before or after a change, never torn. A removed slot becomes
+//! a tombstone (probes go past it).
 //!
 //! All sessions of one uid start their probe at the same slot, so one walk finds them
 //! all: sign-in counts them for the client cap without any per-user structure.
 //!
+//! # Migration: growing and shrinking in steps
+//!
+//! When a table would pass half full (sessions plus tombstones), or falls under a 32nd
+//! of live sessions, the writer allocates a fresh table (zeroed pages straight from the
+//! allocator, so allocating costs no pass over it), publishes the old one as `old` and
+//! then the new one as `table`, and from then on every writer call moves the next
+//! `step` slots of `old` into `table` (dead sessions are dropped instead). New sessions
+//! go into `table` only. When the last slot is moved, `old` is cleared and the old
+//! table retired. `step` is `4 * old / new` slots (at least [`MIGRATE_STEP`]), and
+//! the new table is at least a 16th of the old, so the migration ends before its
+//! writer calls can fill the new table to half: one migration at a time, and a
+//! bounded amount of work per call whatever the shard's size.
+//!
 //! Invariants, under the writer lock:
-//! - every session is reachable from the current table or has been retired, never both;
-//! - the table is at most half full (sessions plus tombstones), so probes end.
+//! - a session is in `table`, or in `old` at or after the migration cursor, or both
+//!   (moved), or retired; a retired session is in no slot of either;
+//! - a live session's pointer, once stored in a slot, stays in it until the session is
+//!   removed (moving it copies, never clears), and removing tombstones it in both;
+//! - slots only go empty -> session -> tombstone (a tombstone may take a session
+//!   again), so a chain a reader walks never gets shorter under it;
+//! - each table is at most half full (sessions plus tombstones), so probes end.
+//!
+//! Why a reader finds every session that is live throughout its call: it loads
+//! `table` (acquire) and then `old` (acquire), and probes both. The writer stores `old`
+//! before `table` when a migration starts, and clears `old` only after the last move.
+//! If the reader saw the table before the migration, the session is in it (second
+//! invariant). If it saw the new table and then the old one, the session is in one of
+//! them. If it saw the new table and then `old` cleared (or a later migration's old
+//! table), its acquire load of `old` synchronised with a store after every move, so the
+//! session is visible in the new table. A session a reader finds may have died since:
+//! every removal kills first, and a dead session answers as unknown.
+//!
+//! # Reclamation off the readers
+//!
+//! Removed sessions and replaced tables are not handed to crossbeam-epoch to free
+//! (its deferred functions run in whatever thread collects, readers included, and a
+//! million frees after a mass expiry would land on `authenticate`). The writer keeps
+//! them in the shard's limbo, tagged with the next seal; a seal is one tiny deferred
+//! function that records, once every reader pinned before it has unpinned, that
+//! everything tagged with it may be freed. Writers free up to a budget of those per
+//! call ([`FREE_STEP`]; a sweep, its chunk), in their own thread. One seal per shard is
+//! in flight at a time, so readers run at most one store per shard per epoch.
 //!
 //! This is one of the crate's two modules allowed `unsafe` (the other is the ChaCha20
-//! block's dispatch): dereferencing epoch-protected pointers and retiring them.
+//! block's dispatch): dereferencing epoch-protected pointers and freeing them.
 #![allow(unsafe_code)]
 
+use std::collections::VecDeque;
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+
 use crate::session::Session;
-use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
-use crate::sync::{lock, Mutex, MutexGuard, Ordering};
+use crate::sync::epoch::Guard;
+use crate::sync::faults::{self, Fault};
+use crate::sync::{lock, null_ptrs, AtomicPtr, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::token::CLIENT_BYTES;
 
-const TOMBSTONE: usize = 1;
+/// A removed slot: probes go past it. Never dereferenced.
+const TOMBSTONE: *mut Session = ptr::without_provenance_mut(1);
 const MIN_CAPACITY: usize = 8;
+/// The fewest old-table slots each writer call migrates.
+pub(crate) const MIGRATE_STEP: usize = 16;
+/// The most removed sessions or tables a sign-in or sign-out frees.
+pub(crate) const FREE_STEP: usize = 32;
+
+#[inline]
+fn occupied(p: *mut Session) -> bool {
+    !p.is_null() && p != TOMBSTONE
+}
 
 struct Table {
     mask: usize,
-    slots: Box<[Atomic<Session>]>,
+    slots: Box<[AtomicPtr<Session>]>,
 }
 
 impl Table {
-    fn with_capacity(capacity: usize) -> Self {
+    fn new(capacity: usize) -> Self {
         debug_assert!(capacity.is_power_of_two());
         Table {
             mask: capacity - 1,
-            slots: (0..capacity).map(|_| Atomic::null()).collect(),
+            slots: null_ptrs(capacity),
         }
     }
-}
 
-/// Writer-side bookkeeping of a shard.
-struct Books {
-    /// Slots holding a session or a tombstone.
-    used: usize,
-    /// Where the incremental sweep resumes.
-    cursor: usize,
-    /// The next session's stream, before the shard's bits are added.
-    next_stream: u64,
-}
+    fn capacity(&self) -> usize {
+        self.slots.len()
+    }
 
-pub(crate) struct Shard {
-    table: Atomic<Table>,
-    books: Mutex<Books>,
-}
-
-impl Shard {
-    pub(crate) fn new() -> Self {
-        Shard {
-            table: Atomic::new(Table::with_capacity(MIN_CAPACITY)),
-            books: Mutex::new(Books {
-                used: 0,
-                cursor: 0,
-                next_stream: 0,
-            }),
+    /// Calls `visit` on each session of the probe chain of `hash`, with its slot,
+    /// until it returns false.
+    #[inline]
+    fn probe<'g>(&'g self, hash: u64, mut visit: impl FnMut(usize, &'g Session) -> bool) {
+        let mut i = hash as usize & self.mask;
+        for _ in 0..=self.mask {
+            // Acquire pairs with the Release store that published the session.
+            let p = self.slots[i].load(Ordering::Acquire);
+            if p.is_null() {
+                return;
+            }
+            if p != TOMBSTONE {
+                // SAFETY: an occupied slot points to a live allocation: a session is
+                // freed only after it was tombstoned in every table a reader can
+                // reach and a seal has passed, and the caller is pinned (the table
+                // borrows its guard), so none it can load here has been freed.
+                let s = unsafe { &*p };
+                if !visit(i, s) {
+                    return;
+                }
+            }
+            i = (i + 1) & self.mask;
         }
     }
 
     #[inline]
-    fn table<'g>(&self, guard: &'g Guard) -> &'g Table {
-        // Acquire pairs with the Release that published the table: its slots are
-        // initialised before we probe them.
-        let t = self.table.load(Ordering::Acquire, guard);
-        // SAFETY: the table pointer is never null (set in `new`, replaced only by
-        // `rebuild` with another table), and a replaced table is retired with
-        // `defer_destroy`, so it outlives every guard pinned while it was reachable.
-        unsafe { t.deref() }
-    }
-
-    /// The session `(uid, client)`, dead or alive, if the table holds it.
-    #[inline]
-    pub(crate) fn find<'g>(
-        &self,
-        hash: u64,
-        uid: &str,
-        client: &[u8; CLIENT_BYTES],
-        guard: &'g Guard,
-    ) -> Option<&'g Session> {
+    fn find(&self, hash: u64, uid: &str, client: &[u8; CLIENT_BYTES]) -> Option<&Session> {
         let mut found = None;
-        self.probe(hash, guard, |_, s| {
+        self.probe(hash, |_, s| {
             if s.is(uid, client) {
                 found = Some(s);
                 false
@@ -102,89 +138,224 @@ impl Shard {
         found
     }
 
-    /// Every session of `uid` the table holds, dead or alive, in probe order.
+    /// Stores `p` in the first free slot of its chain (writer only). Returns whether
+    /// that slot was empty rather than a tombstone.
+    fn place(&self, hash: u64, p: *mut Session) -> bool {
+        let mut i = hash as usize & self.mask;
+        loop {
+            let q = self.slots[i].load(Ordering::Relaxed);
+            if !occupied(q) {
+                // Release: the session's fields are written before a reader sees it.
+                self.slots[i].store(p, Ordering::Release);
+                return q.is_null();
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+}
+
+/// What the writer retired and frees once readers are done with it.
+enum Garbage {
+    Session(NonNull<Session>),
+    Table(NonNull<Table>),
+}
+
+// SAFETY: garbage is owned by the limbo alone (unlinked from every table), and only
+// the writer-lock holder touches the limbo.
+unsafe impl Send for Garbage {}
+
+impl Garbage {
+    /// # Safety
+    /// No reader can still hold it: its seal has passed.
+    unsafe fn free(self) {
+        // SAFETY: both come from `Box::into_raw`, and the caller promises nobody
+        // else can reach them.
+        unsafe {
+            match self {
+                Garbage::Session(p) => drop(Box::from_raw(p.as_ptr())),
+                Garbage::Table(p) => drop(Box::from_raw(p.as_ptr())),
+            }
+        }
+    }
+}
+
+/// Writer-side bookkeeping of a shard.
+struct Books {
+    /// Slots of the current table holding a session or a tombstone.
+    used: usize,
+    /// Sessions in the index (each counted once, whichever tables hold it).
+    live: usize,
+    /// Where the incremental sweep resumes.
+    cursor: usize,
+    /// The next session's stream, before the shard's bits are added.
+    next_stream: u64,
+    /// While migrating: old-table slots below this have been moved.
+    migrated: usize,
+    /// Old-table slots each writer call moves while migrating.
+    step: usize,
+    /// Retired garbage, oldest first, each with the seal that frees it.
+    limbo: VecDeque<(u64, Garbage)>,
+    /// The last seal handed to the epoch; garbage retired now gets the next one.
+    sealed: u64,
+}
+
+pub(crate) struct Shard {
+    table: AtomicPtr<Table>,
+    /// The table being migrated from, or null.
+    old: AtomicPtr<Table>,
+    books: Mutex<Books>,
+    /// The last seal every reader pinned before it has left.
+    passed: Arc<AtomicU64>,
+}
+
+impl Shard {
+    pub(crate) fn new() -> Self {
+        Shard {
+            table: AtomicPtr::new(Box::into_raw(Box::new(Table::new(MIN_CAPACITY)))),
+            old: AtomicPtr::new(ptr::null_mut()),
+            books: Mutex::new(Books {
+                used: 0,
+                live: 0,
+                cursor: 0,
+                next_stream: 0,
+                migrated: 0,
+                step: MIGRATE_STEP,
+                limbo: VecDeque::new(),
+                sealed: 0,
+            }),
+            passed: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The current table and, while migrating, the old one: in that order, which the
+    /// module docs' argument needs.
+    #[inline]
+    fn tables<'g>(&self, _guard: &'g Guard) -> (&'g Table, Option<&'g Table>) {
+        // Acquire pairs with the Release that published each table: its slots are
+        // initialised before we probe them, and (for `old`) every move before it
+        // was cleared is visible.
+        let t = self.table.load(Ordering::Acquire);
+        let o = self.old.load(Ordering::Acquire);
+        // SAFETY: `table` is never null; a table is freed only after it was unlinked
+        // from both pointers and its seal passed, and we are pinned by `_guard`.
+        unsafe { (&*t, o.as_ref()) }
+    }
+
+    /// The session `(uid, client)`, dead or alive, if the index holds it.
+    #[inline]
+    pub(crate) fn find<'g>(
+        &self,
+        hash: u64,
+        uid: &str,
+        client: &[u8; CLIENT_BYTES],
+        guard: &'g Guard,
+    ) -> Option<&'g Session> {
+        let (t, old) = self.tables(guard);
+        let found = t.find(hash, uid, client);
+        match old {
+            Some(o) if found.is_none() => o.find(hash, uid, client),
+            _ => found,
+        }
+    }
+
+    /// Every session of `uid` the index holds, dead or alive, each once.
     pub(crate) fn of_user<'g>(&self, hash: u64, uid: &str, guard: &'g Guard) -> Vec<&'g Session> {
-        let mut out = Vec::new();
-        self.probe(hash, guard, |_, s| {
+        let (t, old) = self.tables(guard);
+        let mut out: Vec<&'g Session> = Vec::new();
+        t.probe(hash, |_, s| {
             if s.uid == uid {
                 out.push(s);
             }
             true
         });
+        if let Some(o) = old {
+            o.probe(hash, |_, s| {
+                if s.uid == uid && !out.iter().any(|x| ptr::eq(*x, s)) {
+                    out.push(s);
+                }
+                true
+            });
+        }
         out
     }
 
-    /// Calls `visit` on each session of the probe chain of `hash`, with its slot,
-    /// until it returns false.
-    #[inline]
-    fn probe<'g>(
-        &self,
-        hash: u64,
-        guard: &'g Guard,
-        mut visit: impl FnMut(Slot, &'g Session) -> bool,
-    ) {
-        let t = self.table(guard);
-        let mut i = hash as usize & t.mask;
-        for _ in 0..=t.mask {
-            // Acquire pairs with the Release store that published the session.
-            let p = t.slots[i].load(Ordering::Acquire, guard);
-            if p.is_null() {
-                if p.tag() != TOMBSTONE {
-                    return;
-                }
-            } else {
-                // SAFETY: a non-null slot points to a live allocation: sessions are
-                // retired with `defer_destroy` only after their slot was cleared, and we
-                // are pinned, so none we can load here has been freed.
-                let s = unsafe { p.deref() };
-                if !visit(Slot(i), s) {
-                    return;
+    /// Calls `visit` once on every session the index holds, dead or alive, even
+    /// mid-migration (a moved session is in both tables; it is visited once). Lock-free;
+    /// sessions added or removed meanwhile may or may not be visited.
+    #[allow(dead_code)] // For the durable store's snapshots (issue 15).
+    pub(crate) fn for_each<'g>(&self, guard: &'g Guard, mut visit: impl FnMut(&'g Session)) {
+        let (t, old) = self.tables(guard);
+        let each = |table: &'g Table, f: &mut dyn FnMut(&'g Session)| {
+            for slot in table.slots.iter() {
+                let p = slot.load(Ordering::Acquire);
+                if occupied(p) {
+                    // SAFETY: as in `Table::probe`.
+                    f(unsafe { &*p });
                 }
             }
-            i = (i + 1) & t.mask;
-        }
-    }
-
-    /// Tombstones `slot` and retires its session. Only the writer-lock holder calls
-    /// it (through `Writer`), so no other thread retires the same session.
-    fn retire(&self, slot: Slot, guard: &Guard) {
-        let t = self.table(guard);
-        // Release: a reader that sees the tombstone sees it after the session died.
-        let old = t.slots[slot.0].swap(Shared::null().with_tag(TOMBSTONE), Ordering::AcqRel, guard);
-        debug_assert!(!old.is_null(), "removed an empty slot");
-        if !old.is_null() {
-            // SAFETY: not retired yet (this call retires it), and we are pinned.
-            unsafe { old.deref() }.unlinked();
-            // SAFETY: the slot no longer points to the session, it is in no other
-            // current slot, and earlier tables that still point to it were retired
-            // before now, so only readers pinned before this call can hold it.
-            unsafe { guard.defer_destroy(old) };
+        };
+        match old {
+            None => each(t, &mut visit),
+            Some(o) => {
+                let mut seen = std::collections::HashSet::new();
+                each(o, &mut |s| {
+                    seen.insert(s as *const Session);
+                    visit(s);
+                });
+                each(t, &mut |s| {
+                    if !seen.contains(&(s as *const Session)) {
+                        visit(s);
+                    }
+                });
+            }
         }
     }
 
     /// Takes the shard's writer lock. Lookups never wait for it. `hash` is the
-    /// store's slot hash of a uid, needed to rebuild the table.
-    pub(crate) fn write<'s>(&'s self, hash: &'s dyn Fn(&str) -> u64) -> Writer<'s> {
+    /// store's slot hash of a uid, needed to move sessions between tables; `guard`
+    /// pins the call, and the writer seals and frees garbage with it when dropped.
+    pub(crate) fn write<'s>(
+        &'s self,
+        hash: &'s dyn Fn(&str) -> u64,
+        guard: &'s Guard,
+    ) -> Writer<'s> {
         Writer {
             shard: self,
             books: lock(&self.books),
             hash,
+            guard,
+            free_budget: FREE_STEP,
         }
     }
 }
 
 impl Drop for Shard {
     fn drop(&mut self) {
-        // SAFETY: `&mut self`: no reader or writer can reach this shard any more. The
-        // current table owns every session it holds (retired ones are not in it).
+        let mut books = lock(&self.books);
+        // SAFETY: `&mut self`: no reader or writer can reach this shard any more, and
+        // references to its sessions borrow the store. The current table owns every
+        // session it holds, the old one those past the migration cursor, the limbo
+        // what was retired; nothing is in two of these.
         unsafe {
-            let guard = epoch::unprotected();
-            let table = self.table.load(Ordering::Relaxed, guard).into_owned();
-            for slot in table.slots.iter() {
-                let p = slot.load(Ordering::Relaxed, guard);
-                if !p.is_null() {
-                    drop(p.into_owned());
+            let t = Box::from_raw(self.table.load(Ordering::Relaxed));
+            for slot in t.slots.iter() {
+                let p = slot.load(Ordering::Relaxed);
+                if occupied(p) {
+                    drop(Box::from_raw(p));
                 }
+            }
+            let o = self.old.load(Ordering::Relaxed);
+            if !o.is_null() {
+                let o = Box::from_raw(o);
+                for slot in o.slots[books.migrated..].iter() {
+                    let p = slot.load(Ordering::Relaxed);
+                    if occupied(p) {
+                        drop(Box::from_raw(p));
+                    }
+                }
+            }
+            for (_, g) in books.limbo.drain(..) {
+                g.free();
             }
         }
     }
@@ -195,11 +366,17 @@ pub(crate) struct Writer<'s> {
     shard: &'s Shard,
     books: MutexGuard<'s, Books>,
     hash: &'s dyn Fn(&str) -> u64,
+    guard: &'s Guard,
+    free_budget: usize,
 }
 
-/// Where a session sits in the current table, for `Writer::remove`.
+/// Where a session sits, for `Writer::remove`: its slot in the current table and,
+/// while migrating, in the old one. Valid until the writer inserts or is dropped.
 #[derive(Clone, Copy)]
-pub(crate) struct Slot(usize);
+pub(crate) struct Slot {
+    new: Option<usize>,
+    old: Option<usize>,
+}
 
 impl<'s> Writer<'s> {
     /// The next stream number of this shard.
@@ -209,26 +386,53 @@ impl<'s> Writer<'s> {
         n
     }
 
-    /// The sessions of `uid` with their slots, dead or alive, in probe order.
+    fn tables(&self) -> (&'s Table, Option<&'s Table>) {
+        self.shard.tables(self.guard)
+    }
+
+    /// The sessions of `uid` with their slots, dead or alive, each once.
     pub(crate) fn of_user<'g>(
         &self,
         hash: u64,
         uid: &str,
-        guard: &'g Guard,
-    ) -> Vec<(Slot, &'g Session)> {
-        let mut out = Vec::new();
-        self.shard.probe(hash, guard, |slot, s| {
+        _guard: &'g Guard,
+    ) -> Vec<(Slot, &'s Session)> {
+        let (t, old) = self.tables();
+        let mut out: Vec<(Slot, &'s Session)> = Vec::new();
+        t.probe(hash, |i, s| {
             if s.uid == uid {
-                out.push((slot, s));
+                out.push((
+                    Slot {
+                        new: Some(i),
+                        old: None,
+                    },
+                    s,
+                ));
             }
             true
         });
+        if let Some(o) = old {
+            o.probe(hash, |j, s| {
+                if s.uid == uid {
+                    match out.iter_mut().find(|(_, x)| ptr::eq(*x, s)) {
+                        Some((slot, _)) => slot.old = Some(j),
+                        None => out.push((
+                            Slot {
+                                new: None,
+                                old: Some(j),
+                            },
+                            s,
+                        )),
+                    }
+                }
+                true
+            });
+        }
         out
     }
 
-    /// Walks the sessions of `uid` in probe order and removes each one `end` returns
-    /// true for (it must have killed it). One pass and no allocation: removing leaves
-    /// a tombstone, so the chain being walked keeps its shape.
+    /// Walks the sessions of `uid` and removes each one `end` returns true for (it
+    /// must have killed it).
     pub(crate) fn remove_of_user(
         &mut self,
         hash: u64,
@@ -236,95 +440,132 @@ impl<'s> Writer<'s> {
         guard: &Guard,
         mut end: impl FnMut(&Session) -> bool,
     ) {
-        let shard = self.shard;
-        shard.probe(hash, guard, |slot, s| {
-            if s.uid == uid && end(s) {
-                shard.retire(slot, guard);
+        for (slot, s) in self.of_user(hash, uid, guard) {
+            if end(s) {
+                self.remove(slot, guard);
             }
-            true
-        });
+        }
     }
 
     /// Removes the dead session at `slot` and retires it.
-    pub(crate) fn remove(&mut self, slot: Slot, guard: &Guard) {
-        self.shard.retire(slot, guard);
+    pub(crate) fn remove(&mut self, slot: Slot, _guard: &Guard) {
+        let (t, old) = self.tables();
+        let mut p = ptr::null_mut();
+        if let Some(i) = slot.new {
+            // AcqRel: a reader that sees the tombstone sees it after the session died.
+            p = t.slots[i].swap(TOMBSTONE, Ordering::AcqRel);
+        }
+        if let (Some(j), Some(o)) = (slot.old, old) {
+            let q = o.slots[j].swap(TOMBSTONE, Ordering::AcqRel);
+            debug_assert!(p.is_null() || p == q, "one session, two slots");
+            p = q;
+        }
+        debug_assert!(occupied(p), "removed an empty slot");
+        if occupied(p) {
+            self.retire(p);
+        }
     }
 
-    /// Finds `target` in the current table, if it is still there.
+    /// Hands an unlinked session to the limbo.
+    fn retire(&mut self, p: *mut Session) {
+        // SAFETY: occupied, not freed (only the limbo frees, and it is not there yet).
+        unsafe { &*p }.unlinked();
+        self.books.live -= 1;
+        let seal = self.books.sealed + 1;
+        // `p` is occupied, hence non-null.
+        if let Some(p) = NonNull::new(p) {
+            self.books.limbo.push_back((seal, Garbage::Session(p)));
+        }
+    }
+
+    /// Finds `target` in the index, if it is still there.
     pub(crate) fn slot_of(&self, hash: u64, target: &Session, guard: &Guard) -> Option<Slot> {
         self.of_user(hash, &target.uid, guard)
             .into_iter()
-            .find(|(_, s)| std::ptr::eq(*s, target))
+            .find(|(_, s)| ptr::eq(*s, target))
             .map(|(slot, _)| slot)
     }
 
-    /// Adds a session, rebuilding the table first if it would be over half full.
-    pub(crate) fn insert(&mut self, hash: u64, session: Session, guard: &Guard) {
-        let capacity = self.shard.table(guard).slots.len();
+    /// Adds a session; starts a migration first if the table would pass half full.
+    pub(crate) fn insert(&mut self, hash: u64, session: Session, _guard: &Guard) {
+        let capacity = self.tables().0.capacity();
         if (self.books.used + 1) * 2 > capacity {
-            self.rebuild(guard);
-        }
-        let t = self.shard.table(guard);
-        let mut i = hash as usize & t.mask;
-        loop {
-            let p = t.slots[i].load(Ordering::Relaxed, guard);
-            if p.is_null() {
-                if p.tag() != TOMBSTONE {
-                    self.books.used += 1;
-                }
-                // Release: the session's fields are written before a reader can see it.
-                t.slots[i].store(Owned::new(session), Ordering::Release);
-                return;
+            if self.migrating() {
+                // Unreachable by the pacing argument in the module docs; correct
+                // anyway, only not bounded.
+                let rest = self.tables().1.map_or(0, Table::capacity);
+                self.migrate(rest);
             }
-            i = (i + 1) & t.mask;
+            self.start_migration();
         }
+        let (t, _) = self.tables();
+        if t.place(hash, Box::into_raw(Box::new(session))) {
+            self.books.used += 1;
+        }
+        self.books.live += 1;
     }
 
-    /// Copies the live sessions into a fresh table sized for them, drops the dead
-    /// ones and all tombstones, and publishes it.
-    fn rebuild(&mut self, guard: &Guard) {
-        let old_shared = self.shard.table.load(Ordering::Acquire, guard);
-        // SAFETY: never null, and we hold the lock, so nobody retires it under us.
-        let old = unsafe { old_shared.deref() };
-        let mut keep = Vec::new();
-        let mut drop_later = Vec::new();
-        for slot in old.slots.iter() {
-            let p = slot.load(Ordering::Acquire, guard);
-            if p.is_null() {
+    fn migrating(&self) -> bool {
+        self.tables().1.is_some()
+    }
+
+    /// Publishes a fresh table sized for the live sessions and makes the current one
+    /// the old one, to be moved in steps.
+    fn start_migration(&mut self) {
+        let (t, old) = self.tables();
+        debug_assert!(old.is_none(), "one migration at a time");
+        let from = t.capacity();
+        let to = ((self.books.live + 1) * 4)
+            .next_power_of_two()
+            .max(from / 16)
+            .max(MIN_CAPACITY);
+        let fresh = Box::into_raw(Box::new(Table::new(to)));
+        // The pointer as stored (not derived from `t`), so the limbo can free it.
+        let current = self.shard.table.load(Ordering::Relaxed);
+        if faults::active(Fault::TableBeforeOld) {
+            self.shard.table.store(fresh, Ordering::Release);
+            self.shard.old.store(current, Ordering::Release);
+        } else {
+            // Release, `old` first: a reader that sees the new table sees the old one
+            // as `old` (or its successor), never a null `old` before the moves.
+            self.shard.old.store(current, Ordering::Release);
+            self.shard.table.store(fresh, Ordering::Release);
+        }
+        self.books.used = 0;
+        self.books.cursor = 0;
+        self.books.migrated = 0;
+        self.books.step = (4 * from).div_ceil(to).max(MIGRATE_STEP);
+    }
+
+    /// Moves up to `steps` slots of the old table; ends the migration after the last.
+    fn migrate(&mut self, steps: usize) {
+        let (t, Some(o)) = self.tables() else {
+            return;
+        };
+        let start = self.books.migrated;
+        let end = (start + steps).min(o.capacity());
+        for j in start..end {
+            let p = o.slots[j].load(Ordering::Relaxed);
+            if !occupied(p) {
                 continue;
             }
-            // SAFETY: as in `Shard::probe`.
-            let s = unsafe { p.deref() };
+            // SAFETY: occupied slots of a table hold unfreed sessions (as in `probe`).
+            let s = unsafe { &*p };
             if s.is_dead() {
-                drop_later.push(p);
-            } else {
-                keep.push(p);
+                o.slots[j].store(TOMBSTONE, Ordering::Release);
+                self.retire(p);
+            } else if t.place((self.hash)(&s.uid), p) {
+                self.books.used += 1;
             }
         }
-        let capacity = ((keep.len() + 1) * 4).next_power_of_two().max(MIN_CAPACITY);
-        let fresh = Table::with_capacity(capacity);
-        for p in &keep {
-            // SAFETY: as in `Shard::probe`.
-            let s = unsafe { p.deref() };
-            let mut i = (self.hash)(&s.uid) as usize & fresh.mask;
-            while !fresh.slots[i].load(Ordering::Relaxed, guard).is_null() {
-                i = (i + 1) & fresh.mask;
+        self.books.migrated = end;
+        if end == o.capacity() {
+            // Release: every move above happens before a reader sees `old` cleared.
+            let raw = self.shard.old.swap(ptr::null_mut(), Ordering::Release);
+            let seal = self.books.sealed + 1;
+            if let Some(raw) = NonNull::new(raw) {
+                self.books.limbo.push_back((seal, Garbage::Table(raw)));
             }
-            fresh.slots[i].store(*p, Ordering::Relaxed);
-        }
-        self.books.used = keep.len();
-        self.books.cursor = 0;
-        // Release: the new table's slots are filled before a reader can load it.
-        self.shard.table.store(Owned::new(fresh), Ordering::Release);
-        // SAFETY: replaced just above; readers pinned before may still probe it, and
-        // it frees only the slot array, never the sessions it points to.
-        unsafe { guard.defer_destroy(old_shared) };
-        for p in drop_later {
-            // SAFETY: not retired yet (this loop retires it), and we are pinned.
-            unsafe { p.deref() }.unlinked();
-            // SAFETY: the dead session is in no current table: the new one skipped it
-            // and the old one, just retired, is reachable only by readers pinned before.
-            unsafe { guard.defer_destroy(p) };
         }
     }
 
@@ -334,29 +575,140 @@ impl<'s> Writer<'s> {
         &mut self,
         steps: usize,
         guard: &Guard,
-        mut dead: impl FnMut(&Session) -> bool,
+        dead: impl FnMut(&Session) -> bool,
     ) -> usize {
-        let t = self.shard.table(guard);
-        let mut removed = 0;
-        for _ in 0..steps.min(t.slots.len()) {
-            let i = self.books.cursor & t.mask;
-            self.books.cursor = (i + 1) & t.mask;
-            let p = t.slots[i].load(Ordering::Acquire, guard);
-            if p.is_null() {
-                continue;
-            }
-            // SAFETY: as in `Shard::probe`.
-            let s = unsafe { p.deref() };
-            if dead(s) {
-                self.remove(Slot(i), guard);
-                removed += 1;
-            }
-        }
+        let cursor = self.books.cursor;
+        let (removed, next) = self.sweep_range(cursor, steps, guard, dead);
+        self.books.cursor = next & self.tables().0.mask;
         removed
     }
 
-    /// The number of slots in the current table.
-    pub(crate) fn capacity(&self, guard: &Guard) -> usize {
-        self.shard.table(guard).slots.len()
+    /// Visits the current table's slots `from..from + steps` (wrapping) and removes
+    /// the sessions for which `dead` returns true. Returns how many, and where it
+    /// stopped (not wrapped: `capacity` once past the end).
+    fn sweep_range(
+        &mut self,
+        from: usize,
+        steps: usize,
+        guard: &Guard,
+        mut dead: impl FnMut(&Session) -> bool,
+    ) -> (usize, usize) {
+        let (t, _) = self.tables();
+        let mut removed = 0;
+        let steps = steps.min(t.capacity());
+        for k in from..from + steps {
+            let i = k & t.mask;
+            let p = t.slots[i].load(Ordering::Acquire);
+            if !occupied(p) {
+                continue;
+            }
+            // SAFETY: as in `Table::probe`.
+            let s = unsafe { &*p };
+            if dead(s) {
+                let old = match self.tables().1 {
+                    // Moved, so maybe still in the old table too.
+                    Some(o) => {
+                        let mut at = None;
+                        o.probe((self.hash)(&s.uid), |j, x| {
+                            at = ptr::eq(x, s).then_some(j);
+                            at.is_none()
+                        });
+                        at
+                    }
+                    None => None,
+                };
+                self.remove(Slot { new: Some(i), old }, guard);
+                removed += 1;
+            }
+        }
+        (removed, from + steps)
+    }
+
+    /// One bounded step of a full sweep (`Store::sweep`): finishes a migration first,
+    /// `steps` old slots at a time, then visits `steps` slots of the current table
+    /// from `at`. `at` starts at `SweepAt::default()`; the sweep of this shard is done
+    /// when this returns `None`.
+    pub(crate) fn sweep_chunk(
+        &mut self,
+        at: SweepAt,
+        steps: usize,
+        guard: &Guard,
+        dead: impl FnMut(&Session) -> bool,
+    ) -> (usize, Option<SweepAt>) {
+        self.free_budget = steps;
+        if self.migrating() {
+            self.migrate(steps);
+            return (0, Some(at));
+        }
+        let t = self.tables().0;
+        let id = ptr::from_ref(t) as usize;
+        // A table replaced since the last chunk is swept from its start.
+        let from = if at.table == id { at.next } else { 0 };
+        let (removed, next) = self.sweep_range(from, steps, guard, dead);
+        let done = next >= t.capacity();
+        (removed, (!done).then_some(SweepAt { table: id, next }))
+    }
+
+    /// Frees up to `budget` retired items whose seal has passed, and hands the epoch
+    /// a new seal if garbage waits for one and none is in flight.
+    fn reclaim(&mut self, budget: usize) {
+        // Acquire pairs with the seal's Release: every reader that could hold what it
+        // covers has unpinned before it.
+        let passed = self.shard.passed.load(Ordering::Acquire);
+        let books = &mut *self.books;
+        for _ in 0..budget {
+            match books.limbo.front() {
+                Some(&(seal, _)) if seal <= passed => {
+                    if let Some((_, g)) = books.limbo.pop_front() {
+                        // SAFETY: unlinked from every table before its seal was
+                        // handed to the epoch, and the seal has passed.
+                        unsafe { g.free() };
+                    }
+                }
+                _ => break,
+            }
+        }
+        let waiting = books.limbo.back().is_some_and(|&(s, _)| s > books.sealed);
+        if waiting && passed >= books.sealed {
+            books.sealed += 1;
+            let (flag, seal) = (self.shard.passed.clone(), books.sealed);
+            // Runs once every thread pinned now has unpinned; a store, whichever
+            // thread runs it. `flush` hands it to the global queue at once, so it
+            // does not wait for this thread's bag to fill.
+            self.guard
+                .defer(move || flag.store(seal, Ordering::Release));
+            self.guard.flush();
+        }
+    }
+
+    /// Sessions in the index, dead or alive.
+    #[allow(dead_code)]
+    pub(crate) fn len(&self) -> usize {
+        self.books.live
+    }
+}
+
+/// Where a full sweep of a shard stands.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct SweepAt {
+    table: usize,
+    next: usize,
+}
+
+impl Drop for Writer<'_> {
+    /// Every writer call pays its share: a migration step, a shrink when most of the
+    /// table is gone, and a bounded number of frees.
+    fn drop(&mut self) {
+        if self.migrating() {
+            let step = self.books.step;
+            self.migrate(step);
+        } else {
+            let capacity = self.tables().0.capacity();
+            if capacity > MIN_CAPACITY && self.books.live * 32 < capacity {
+                self.start_migration();
+            }
+        }
+        let budget = self.free_budget;
+        self.reclaim(budget);
     }
 }

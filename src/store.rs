@@ -9,7 +9,7 @@ use crate::config::{Builder, Config, ConfigError, Settings};
 use crate::credentials::{Authenticated, Credentials, SessionInfo};
 use crate::decision::{Policy, SessionState, TokenMatch};
 use crate::error::{check_uid, InputError, Rejection};
-use crate::index::{Shard, Writer};
+use crate::index::{Shard, SweepAt, Writer};
 use crate::session::{Liveness, Session, Verdict};
 use crate::stats::{bump, ended, Counters, Stats, Striped};
 use crate::sync::epoch::{self, Guard};
@@ -138,7 +138,7 @@ impl<C: Clock> Store<C> {
         let guard = epoch::pin();
         let now = self.clock.now_ms();
         let hasher = |u: &str| self.hash(u);
-        let mut w = shard.index.write(&hasher);
+        let mut w = shard.index.write(&hasher, &guard);
         let policy = self.policy();
 
         let taken = loop {
@@ -282,7 +282,7 @@ impl<C: Clock> Store<C> {
         let guard = epoch::pin();
         let now = self.clock.now_ms();
         let hasher = |u: &str| self.hash(u);
-        let mut w = shard.index.write(&hasher);
+        let mut w = shard.index.write(&hasher, &guard);
         let mut ended_live = 0;
         w.remove_of_user(hash, uid, &guard, |s| {
             if client.is_some_and(|cl| *cl != s.client) {
@@ -370,18 +370,35 @@ impl<C: Clock> Store<C> {
     /// one shard at a time (lookups never wait). Sign-ins already sweep a few slots
     /// each; call this periodically if sessions expire without any.
     /// Returns how many expired sessions it removed.
+    ///
+    /// Works in chunks: it takes a shard's writer lock for at most
+    /// [`SWEEP_CHUNK`](Self::SWEEP_CHUNK) slot visits (each may remove a session, or
+    /// move one while the shard migrates) and as many frees of sessions removed
+    /// earlier, then releases it, so a sign-in on that shard waits for one chunk at
+    /// most. Each chunk pins afresh, so the epoch moves on while it runs.
     pub fn sweep(&self) -> usize {
         let now = self.clock.now_ms();
         let hasher = |u: &str| self.hash(u);
         let mut removed = 0;
         for shard in self.shards.iter() {
-            let guard = epoch::pin();
-            let mut w = shard.index.write(&hasher);
-            let steps = w.capacity(&guard);
-            removed += self.sweep_with(&mut w, steps, now, self.counters.mine(), &guard);
+            let mut at = Some(SweepAt::default());
+            while let Some(here) = at {
+                let guard = epoch::pin();
+                let mut w = shard.index.write(&hasher, &guard);
+                let c = self.counters.mine();
+                let policy = self.policy();
+                let (n, next) = w.sweep_chunk(here, Self::SWEEP_CHUNK, &guard, |s| {
+                    expired_or_dead(s, policy, now, c)
+                });
+                removed += n;
+                at = next;
+            }
         }
         removed
     }
+
+    /// The most slots [`sweep`](Self::sweep) visits per hold of a shard's lock.
+    pub const SWEEP_CHUNK: usize = 1024;
 
     fn sweep_step(&self, w: &mut Writer<'_>, now: u64, c: &Counters, guard: &Guard) {
         self.sweep_with(w, SWEEP_STEP, now, c, guard);
@@ -396,18 +413,21 @@ impl<C: Clock> Store<C> {
         guard: &Guard,
     ) -> usize {
         let policy = self.policy();
-        let mut expired = 0;
-        w.sweep(steps, guard, |s| match s.expire(policy, now) {
-            Liveness::Dead => true,
-            Liveness::Live { .. } => false,
-            Liveness::Expired => {
-                ended(c);
-                bump(&c.swept);
-                expired += 1;
-                true
-            }
-        });
-        expired
+        w.sweep(steps, guard, |s| expired_or_dead(s, policy, now, c))
+    }
+}
+
+/// Whether a sweep removes `s`: dead already, or expired at `now` (then this ends it
+/// and counts it).
+fn expired_or_dead(s: &Session, policy: &Policy, now: u64, c: &Counters) -> bool {
+    match s.expire(policy, now) {
+        Liveness::Dead => true,
+        Liveness::Live { .. } => false,
+        Liveness::Expired => {
+            ended(c);
+            bump(&c.swept);
+            true
+        }
     }
 }
 

@@ -7,12 +7,12 @@
 //! can fail) is a no-op outside loom, so no production path carries `cfg(loom)`.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
 
@@ -23,7 +23,7 @@ pub(crate) use witness::Witness;
 pub(crate) mod epoch {
     #[cfg(not(loom))]
     pub(crate) use crossbeam_epoch::pin;
-    pub(crate) use crossbeam_epoch::{unprotected, Atomic, Guard, Owned, Shared};
+    pub(crate) use crossbeam_epoch::Guard;
 
     /// Under loom, every pin registers afresh with a collector that lives for one
     /// execution, instead of using a thread-local participant of the global one:
@@ -38,6 +38,24 @@ pub(crate) mod epoch {
         }
         COLLECTOR.register().pin()
     }
+}
+
+/// `n` null atomic pointers. Outside loom the memory comes zeroed from the allocator
+/// (`calloc`: fresh pages for a large table), so a table of millions of slots costs no
+/// pass over it when created; its pages are touched as slots fill.
+#[cfg(not(loom))]
+#[allow(unsafe_code)]
+pub(crate) fn null_ptrs<T>(n: usize) -> Box<[AtomicPtr<T>]> {
+    // SAFETY: `AtomicPtr<T>` has the size and bit validity of `*mut T`, and all-zero
+    // bits are the null pointer, a valid value.
+    unsafe { Box::new_zeroed_slice(n).assume_init() }
+}
+
+#[cfg(loom)]
+pub(crate) fn null_ptrs<T>(n: usize) -> Box<[AtomicPtr<T>]> {
+    (0..n)
+        .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+        .collect()
 }
 
 /// Locks a writer mutex. A panic while holding it cannot leave a shard torn (every
@@ -89,6 +107,9 @@ pub mod faults {
         /// An unlinked session counts as freed at once, as if retired without waiting
         /// for readers to unpin.
         EarlyFree,
+        /// A migration publishes the new table before naming the old one, so a
+        /// reader can see the new table with no old one while sessions are unmoved.
+        TableBeforeOld,
     }
 
     #[cfg(loom)]
