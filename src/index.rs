@@ -75,6 +75,9 @@ const MIN_CAPACITY: usize = 8;
 pub(crate) const MIGRATE_STEP: usize = 16;
 /// The most removed sessions or tables a sign-in or sign-out frees.
 pub(crate) const FREE_STEP: usize = 32;
+/// Sessions a sign-in or sign-out lets wait in the limbo before it seals them (a
+/// retired table, or a sweep chunk, seals at once). Bounds what a quiet shard keeps.
+const SEAL_BATCH: usize = 64;
 
 #[inline]
 fn occupied(p: *mut Session) -> bool {
@@ -197,7 +200,27 @@ struct Books {
     limbo: VecDeque<(u64, Garbage)>,
     /// The last seal handed to the epoch; garbage retired now gets the next one.
     sealed: u64,
+    /// Items waiting for the next seal, in sessions (a table counts as a batch).
+    pending: usize,
+    /// The writer's copies of `Shard::table` and `Shard::old`.
+    current: Raw<Table>,
+    old: Option<Raw<Table>>,
 }
+
+/// A pointer the writer owns or shares with readers under the epoch.
+struct Raw<T>(NonNull<T>);
+
+impl<T> Clone for Raw<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Raw<T> {}
+
+// SAFETY: only the writer-lock holder reads these copies, and what they point to is
+// `Sync` (atomics and immutable fields).
+unsafe impl<T> Send for Raw<T> {}
 
 pub(crate) struct Shard {
     table: AtomicPtr<Table>,
@@ -210,8 +233,9 @@ pub(crate) struct Shard {
 
 impl Shard {
     pub(crate) fn new() -> Self {
+        let first = NonNull::from(Box::leak(Box::new(Table::new(MIN_CAPACITY))));
         Shard {
-            table: AtomicPtr::new(Box::into_raw(Box::new(Table::new(MIN_CAPACITY)))),
+            table: AtomicPtr::new(first.as_ptr()),
             old: AtomicPtr::new(ptr::null_mut()),
             books: Mutex::new(Books {
                 used: 0,
@@ -222,6 +246,9 @@ impl Shard {
                 step: MIGRATE_STEP,
                 limbo: VecDeque::new(),
                 sealed: 0,
+                pending: 0,
+                current: Raw(first),
+                old: None,
             }),
             passed: Arc::new(AtomicU64::new(0)),
         }
@@ -331,7 +358,15 @@ impl Shard {
 
 impl Drop for Shard {
     fn drop(&mut self) {
-        let mut books = lock(&self.books);
+        if std::thread::panicking() {
+            // A writer failed mid-step (loom's mutex cannot be entered poisoned):
+            // leaking beats a second panic.
+            return;
+        }
+        let books = self
+            .books
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // SAFETY: `&mut self`: no reader or writer can reach this shard any more, and
         // references to its sessions borrow the store. The current table owns every
         // session it holds, the old one those past the migration cursor, the limbo
@@ -386,8 +421,17 @@ impl<'s> Writer<'s> {
         n
     }
 
+    /// The writer's own copy of the two table pointers (it alone changes them), so
+    /// its many looks at them cost no atomic load.
     fn tables(&self) -> (&'s Table, Option<&'s Table>) {
-        self.shard.tables(self.guard)
+        // SAFETY: as in `Shard::tables`; the copies are what the writer last stored,
+        // and a table leaves them before it enters the limbo.
+        unsafe {
+            (
+                &*self.books.current.0.as_ptr(),
+                self.books.old.map(|o| &*o.0.as_ptr()),
+            )
+        }
     }
 
     /// The sessions of `uid` with their slots, dead or alive, each once.
@@ -475,6 +519,7 @@ impl<'s> Writer<'s> {
         // `p` is occupied, hence non-null.
         if let Some(p) = NonNull::new(p) {
             self.books.limbo.push_back((seal, Garbage::Session(p)));
+            self.books.pending += 1;
         }
     }
 
@@ -521,7 +566,7 @@ impl<'s> Writer<'s> {
             .max(MIN_CAPACITY);
         let fresh = Box::into_raw(Box::new(Table::new(to)));
         // The pointer as stored (not derived from `t`), so the limbo can free it.
-        let current = self.shard.table.load(Ordering::Relaxed);
+        let current = self.books.current.0.as_ptr();
         if faults::active(Fault::TableBeforeOld) {
             self.shard.table.store(fresh, Ordering::Release);
             self.shard.old.store(current, Ordering::Release);
@@ -530,6 +575,10 @@ impl<'s> Writer<'s> {
             // as `old` (or its successor), never a null `old` before the moves.
             self.shard.old.store(current, Ordering::Release);
             self.shard.table.store(fresh, Ordering::Release);
+        }
+        self.books.old = Some(self.books.current);
+        if let Some(fresh) = NonNull::new(fresh) {
+            self.books.current = Raw(fresh);
         }
         self.books.used = 0;
         self.books.cursor = 0;
@@ -561,10 +610,16 @@ impl<'s> Writer<'s> {
         self.books.migrated = end;
         if end == o.capacity() {
             // Release: every move above happens before a reader sees `old` cleared.
-            let raw = self.shard.old.swap(ptr::null_mut(), Ordering::Release);
+            self.shard.old.store(ptr::null_mut(), Ordering::Release);
+            let raw = self
+                .books
+                .old
+                .take()
+                .map_or(ptr::null_mut(), |o| o.0.as_ptr());
             let seal = self.books.sealed + 1;
             if let Some(raw) = NonNull::new(raw) {
                 self.books.limbo.push_back((seal, Garbage::Table(raw)));
+                self.books.pending += SEAL_BATCH;
             }
         }
     }
@@ -668,9 +723,14 @@ impl<'s> Writer<'s> {
                 _ => break,
             }
         }
-        let waiting = books.limbo.back().is_some_and(|&(s, _)| s > books.sealed);
-        if waiting && passed >= books.sealed {
+        let batch = if self.free_budget > FREE_STEP {
+            1
+        } else {
+            SEAL_BATCH
+        };
+        if books.pending >= batch && passed >= books.sealed {
             books.sealed += 1;
+            books.pending = 0;
             let (flag, seal) = (self.shard.passed.clone(), books.sealed);
             // Runs once every thread pinned now has unpinned; a store, whichever
             // thread runs it. `flush` hands it to the global queue at once, so it
@@ -699,6 +759,10 @@ impl Drop for Writer<'_> {
     /// Every writer call pays its share: a migration step, a shrink when most of the
     /// table is gone, and a bounded number of frees.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Unwinding from a failed writer step: leave the rest to the next writer.
+            return;
+        }
         if self.migrating() {
             let step = self.books.step;
             self.migrate(step);
@@ -710,5 +774,54 @@ impl Drop for Writer<'_> {
         }
         let budget = self.free_budget;
         self.reclaim(budget);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::sync::epoch;
+
+    fn hash(uid: &str) -> u64 {
+        // Any fixed hash does; this one spreads the test's uids.
+        uid.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
+    }
+
+    fn visited(shard: &Shard) -> Vec<u64> {
+        let guard = epoch::pin();
+        let mut out = Vec::new();
+        shard.for_each(&guard, |s| out.push(s.stream));
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn for_each_visits_every_session_once_while_migrating() {
+        let shard = Shard::new();
+        let mut migrations_seen = 0;
+        for n in 0..300u64 {
+            let guard = epoch::pin();
+            let mut w = shard.write(&hash, &guard);
+            let uid = format!("u{n}");
+            w.insert(
+                hash(&uid),
+                Session::new(&uid, [0; CLIENT_BYTES], n, 0),
+                &guard,
+            );
+            drop(w);
+            if !shard.old.load(Ordering::Relaxed).is_null() {
+                migrations_seen += 1;
+            }
+            assert_eq!(visited(&shard), (0..=n).collect::<Vec<_>>(), "after {n}");
+            let guard = epoch::pin();
+            for s in (0..=n).map(|k| format!("u{k}")) {
+                assert!(shard
+                    .find(hash(&s), &s, &[0; CLIENT_BYTES], &guard)
+                    .is_some());
+            }
+        }
+        assert!(migrations_seen > 0, "some inserts ran mid-migration");
     }
 }

@@ -387,10 +387,9 @@ impl<C: Clock> Store<C> {
                 let mut w = shard.index.write(&hasher, &guard);
                 let c = self.counters.mine();
                 let policy = self.policy();
-                let (n, next) = w.sweep_chunk(here, Self::SWEEP_CHUNK, &guard, |s| {
-                    expired_or_dead(s, policy, now, c)
+                let (_, next) = w.sweep_chunk(here, Self::SWEEP_CHUNK, &guard, |s| {
+                    expired_or_dead(s, policy, now, c, &mut removed)
                 });
-                removed += n;
                 at = next;
             }
         }
@@ -413,19 +412,30 @@ impl<C: Clock> Store<C> {
         guard: &Guard,
     ) -> usize {
         let policy = self.policy();
-        w.sweep(steps, guard, |s| expired_or_dead(s, policy, now, c))
+        let mut expired = 0;
+        w.sweep(steps, guard, |s| {
+            expired_or_dead(s, policy, now, c, &mut expired)
+        });
+        expired
     }
 }
 
 /// Whether a sweep removes `s`: dead already, or expired at `now` (then this ends it
-/// and counts it).
-fn expired_or_dead(s: &Session, policy: &Policy, now: u64, c: &Counters) -> bool {
+/// and counts it, in `expired` too).
+fn expired_or_dead(
+    s: &Session,
+    policy: &Policy,
+    now: u64,
+    c: &Counters,
+    expired: &mut usize,
+) -> bool {
     match s.expire(policy, now) {
         Liveness::Dead => true,
         Liveness::Live { .. } => false,
         Liveness::Expired => {
             ended(c);
             bump(&c.swept);
+            *expired += 1;
             true
         }
     }

@@ -572,3 +572,63 @@ fn model_6_fails_with_a_split_cas() {
         sweep_racing_rotation,
     );
 }
+
+// 7. A migration (the table growing in steps) racing a lookup.
+
+/// Four sessions fill the first table (8 slots) to half; a fifth sign-in starts a
+/// migration: it names the table `old`, publishes a fresh one, inserts there, and its
+/// writer step moves the four across and retires the old table. A reader racing all
+/// of that must find its session, live, whatever it loaded. The failing twin publishes
+/// the new table before naming the old one: a reader can then load the new table,
+/// find no old one, and miss a session not yet moved.
+fn migration_racing_lookup() {
+    let store = store(8);
+    let (client, t0) = issue(&store);
+    let others: Vec<(String, String)> = (0..3).map(|_| issue(&store)).collect();
+    let writer = {
+        let store = store.clone();
+        spawn(move || issue(&store))
+    };
+    let answer = authenticate(&store, &client, &t0);
+    let (fresh, t_fresh) = writer.join();
+    assert!(
+        matches!(answer, Answer::Rotated { .. }),
+        "a lookup racing a migration finds its session: {answer:?}"
+    );
+    for (c, t) in others.iter().chain([(fresh, t_fresh)].iter()) {
+        assert!(
+            matches!(authenticate(&store, c, t), Answer::Rotated { .. }),
+            "every session survives the migration"
+        );
+    }
+    assert_eq!(store.len(), 5);
+}
+
+/// The migration's writer call is long (it moves every slot, retires the old table and
+/// hands its seal to the epoch), so executions have more steps than loom's default.
+fn long_executions() -> loom::model::Builder {
+    let mut b = loom::model::Builder::new();
+    b.max_branches = 20_000;
+    b
+}
+
+#[test]
+fn model_7_migration_racing_lookup() {
+    explore_with(
+        "7 migration racing lookup",
+        None,
+        long_executions(),
+        migration_racing_lookup,
+    );
+}
+
+#[test]
+#[should_panic(expected = "a lookup racing a migration finds its session")]
+fn model_7_fails_when_the_new_table_is_published_first() {
+    explore_with(
+        "7 with the new table published first",
+        Some(Fault::TableBeforeOld),
+        long_executions(),
+        migration_racing_lookup,
+    );
+}

@@ -59,3 +59,52 @@ fn lookups_survive_concurrent_removal_and_rebuilds() {
     ));
     assert_eq!(store.len(), 0);
 }
+
+/// The index grows in steps (two tables while it migrates), shrinks when most of it
+/// is gone, and frees what it removed from the writers' side, all while a reader
+/// keeps rotating its own session: the reader must find it at every step, and Miri
+/// checks every access to a moved, removed or freed slot, session and table.
+#[test]
+fn lookups_survive_migrations_both_ways() {
+    let store = Arc::new(Store::builder().shards(1).build().unwrap());
+    let first = store.issue("reader@example.com").unwrap();
+    let (client, token) = (
+        first.client().as_str().to_owned(),
+        first.token().as_str().to_owned(),
+    );
+    let reader = {
+        let store = store.clone();
+        thread::spawn(move || {
+            let mut token = token;
+            for _ in 0..30 {
+                match store.authenticate("reader@example.com", &client, &token) {
+                    Ok(a) => token = a.credentials().token().as_str().to_owned(),
+                    Err(e) => panic!("the reader's session is lost in a migration: {e}"),
+                }
+            }
+            (client, token)
+        })
+    };
+    // 40 more uids: the table grows 8 -> 32 -> 128 slots, each time in steps.
+    let mut held = Vec::new();
+    for i in 0..40 {
+        let uid = format!("w{i}@example.com");
+        let client = store.issue(&uid).unwrap().client().as_str().to_owned();
+        held.push((uid, client));
+    }
+    // Then nearly all go: live drops under a 32nd of the table, which shrinks.
+    for (uid, client) in &held[..39] {
+        assert_eq!(store.revoke(uid, client), Ok(true));
+    }
+    let (client, token) = reader.join().unwrap();
+    assert_eq!(store.len(), 2);
+    let (uid, last) = &held[39];
+    assert_eq!(store.sessions(uid).unwrap().len(), 1);
+    assert_eq!(store.sessions(uid).unwrap()[0].client.as_str(), last);
+    assert!(store
+        .authenticate("reader@example.com", &client, &token)
+        .is_ok());
+    for (uid, _) in &held[..39] {
+        assert!(store.sessions(uid).unwrap().is_empty());
+    }
+}
