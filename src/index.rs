@@ -51,8 +51,10 @@
 //! them in the shard's limbo, tagged with the next seal; a seal is one tiny deferred
 //! function that records, once every reader pinned before it has unpinned, that
 //! everything tagged with it may be freed. Writers free up to a budget of those per
-//! call ([`FREE_STEP`]; a sweep, its chunk), in their own thread. One seal per shard is
-//! in flight at a time, so readers run at most one store per shard per epoch.
+//! call ([`FREE_STEP`]; a sweep, its chunk), in their own thread. A sign-in or
+//! sign-out seals once 64 sessions wait (a retired table, or a sweep chunk, seals at
+//! once), and one seal per shard is in flight at a time, so readers run at most one
+//! store per shard per epoch, and a quiet shard keeps at most 64 dead sessions.
 //!
 //! This is one of the crate's two modules allowed `unsafe` (the other is the ChaCha20
 //! block's dispatch): dereferencing epoch-protected pointers and freeing them.
@@ -739,6 +741,14 @@ impl<'s> Writer<'s> {
                 .defer(move || flag.store(seal, Ordering::Release));
             self.guard.flush();
         }
+    }
+
+    /// Frees up to `budget` retired items whose seal has passed and seals the rest at
+    /// once (a sweep's last step). Returns whether the limbo is empty.
+    pub(crate) fn drain(&mut self, budget: usize) -> bool {
+        self.free_budget = budget.max(FREE_STEP + 1);
+        self.reclaim(budget);
+        self.books.limbo.is_empty()
     }
 
     /// Sessions in the index, dead or alive.

@@ -393,8 +393,29 @@ impl<C: Clock> Store<C> {
                 at = next;
             }
         }
+        // Free what the sweep removed here, not in the sign-ins after it: each round
+        // frees what the epoch has released and seals the rest, a chunk per lock hold.
+        for _ in 0..Self::DRAIN_ROUNDS {
+            let mut empty = true;
+            for shard in self.shards.iter() {
+                let guard = epoch::pin();
+                empty &= shard.index.write(&hasher, &guard).drain(Self::SWEEP_CHUNK);
+            }
+            if empty {
+                break;
+            }
+            std::thread::yield_now();
+        }
         removed
     }
+
+    /// Rounds over the shards `sweep` makes at most to free what it removed (under
+    /// loom, two: a model's other threads need not run meanwhile, and loom would see
+    /// the rounds as a spin loop).
+    #[cfg(not(loom))]
+    const DRAIN_ROUNDS: usize = 64;
+    #[cfg(loom)]
+    const DRAIN_ROUNDS: usize = 2;
 
     /// The most slots [`sweep`](Self::sweep) visits per hold of a shard's lock.
     pub const SWEEP_CHUNK: usize = 1024;

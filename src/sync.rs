@@ -46,9 +46,21 @@ pub(crate) mod epoch {
 #[cfg(not(loom))]
 #[allow(unsafe_code)]
 pub(crate) fn null_ptrs<T>(n: usize) -> Box<[AtomicPtr<T>]> {
-    // SAFETY: `AtomicPtr<T>` has the size and bit validity of `*mut T`, and all-zero
-    // bits are the null pointer, a valid value.
-    unsafe { Box::new_zeroed_slice(n).assume_init() }
+    use std::alloc::{alloc_zeroed, handle_alloc_error, Layout};
+    if n == 0 {
+        return Box::new([]);
+    }
+    let layout = Layout::array::<AtomicPtr<T>>(n).expect("a table that fits in memory");
+    // SAFETY: the layout's size is not zero (n > 0, and an AtomicPtr is not a ZST).
+    let p = unsafe { alloc_zeroed(layout) }.cast::<AtomicPtr<T>>();
+    if p.is_null() {
+        handle_alloc_error(layout);
+    }
+    // SAFETY: `p` is a fresh allocation of the global allocator with the layout of
+    // `[AtomicPtr<T>; n]`, which a boxed slice of that length frees with; an
+    // `AtomicPtr<T>` has the size and bit validity of `*mut T`, and all-zero bits
+    // are the null pointer, a valid value.
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n)) }
 }
 
 #[cfg(loom)]
