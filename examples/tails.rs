@@ -79,13 +79,14 @@ fn ns(d: Duration) -> u64 {
 
 fn show(name: &str, h: &Histogram<u64>) {
     println!(
-        "{name}: n {} p50 {} ns p99 {} ns p99.9 {} ns p99.99 {} ns max {} ns",
+        "{name}: n {} p50 {} ns p99 {} ns p99.9 {} ns p99.99 {} ns max {} ns, {} over 1 ms",
         h.len(),
         h.value_at_quantile(0.5),
         h.value_at_quantile(0.99),
         h.value_at_quantile(0.999),
         h.value_at_quantile(0.9999),
-        h.max()
+        h.max(),
+        h.count_between(1_000_000, u64::MAX.min(h.high())),
     );
 }
 
