@@ -66,7 +66,13 @@ fn lookups_survive_concurrent_removal_and_rebuilds() {
 /// checks every access to a moved, removed or freed slot, session and table.
 #[test]
 fn lookups_survive_migrations_both_ways() {
-    let store = Arc::new(Store::builder().shards(1).build().unwrap());
+    let store = Arc::new(
+        Store::builder()
+            .shards(1)
+            .clock(ManualClock::default())
+            .build()
+            .unwrap(),
+    );
     let first = store.issue("reader@example.com").unwrap();
     let (client, token) = (
         first.client().as_str().to_owned(),
