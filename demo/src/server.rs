@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::app::AppState;
+use crate::conn_limit::Requests;
 use crate::routes;
 
 /// hyper's read buffer, which bounds a request head before the server sees it. It is
@@ -127,9 +129,12 @@ where
             // The connection is busy (never closed to make room) until the answer is
             // made; a handler that only waits can say so through `Requests::idle`.
             let in_flight = requests.start();
-            // Sign-in's throttle keys on the client's address.
-            req.extensions_mut().insert(peer);
-            req.extensions_mut().insert(requests.clone());
+            // Sign-in's throttle keys on the client's address; one extension for both,
+            // since each is a boxed entry in the request's map.
+            req.extensions_mut().insert(Connection {
+                peer,
+                requests: requests.clone(),
+            });
             let answer = handler(app.clone(), req);
             async move {
                 let answer = answer.await;
@@ -157,6 +162,16 @@ where
         }
     }
     Ok(())
+}
+
+/// What the accept loop tells each request about its connection, in the request's
+/// extensions: the client's address (sign-in's throttle keys on it) and the
+/// connection's [`Requests`], through which a handler that only waits lets the
+/// connection count as idle.
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    pub(crate) peer: SocketAddr,
+    pub(crate) requests: Requests,
 }
 
 async fn sweep<B: Backend>(state: Arc<AppState<B>>, sweep_once: fn(&B) -> usize) {
