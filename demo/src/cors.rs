@@ -93,18 +93,19 @@ fn list<T: AsRef<str>>(names: &[T]) -> HeaderValue {
 }
 
 impl CorsRules {
-    /// The rules of SPEC §3 for `origins`: the five credential headers exposed;
-    /// preflights allow `methods` and `headers`, cached for `max_age`.
+    /// The rules of SPEC §3 for `origins`: `exposed` (the credential headers' names,
+    /// listed) on every actual answer; preflights allow `methods` and `headers`,
+    /// cached for `max_age`.
     pub fn new(
         origins: Cors,
         methods: &[Method],
         headers: &[HeaderName],
-        exposed: &[HeaderName],
+        exposed: HeaderValue,
         max_age: Duration,
     ) -> CorsRules {
         CorsRules {
             origins,
-            expose: (!exposed.is_empty()).then(|| list(exposed)),
+            expose: Some(exposed),
             preflight: vec![
                 (ACCESS_CONTROL_ALLOW_METHODS, list(methods)),
                 (ACCESS_CONTROL_ALLOW_HEADERS, list(headers)),
@@ -123,21 +124,26 @@ impl CorsRules {
         }
     }
 
-    /// Puts the headers every answer carries on `headers`: the allowed origin, and
-    /// `Vary: origin` (with the preflight's request headers) when the answer depends
-    /// on the origin. Replaces any of the handler's own of those names but `Vary`.
-    fn apply(&self, allow: Option<HeaderValue>, headers: &mut HeaderMap) {
-        if let Some(allow) = allow {
-            headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-        }
-        if matches!(self.origins, Cors::Only(_)) {
-            headers.append(
-                VARY,
-                HeaderValue::from_static(
-                    "origin, access-control-request-method, access-control-request-headers",
-                ),
-            );
-        }
+    /// Whether answers depend on the request's origin, so caches must keep them apart.
+    fn varies(&self) -> bool {
+        matches!(self.origins, Cors::Only(_))
+    }
+}
+
+/// Puts the headers every answer carries on `headers`: the allowed origin, and, when
+/// the answer depends on the origin (`vary`), `Vary: origin` with the preflight's
+/// request headers. Replaces any of the handler's own of those names but `Vary`.
+fn apply(allow: Option<HeaderValue>, vary: bool, headers: &mut HeaderMap) {
+    if let Some(allow) = allow {
+        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+    }
+    if vary {
+        headers.append(
+            VARY,
+            HeaderValue::from_static(
+                "origin, access-control-request-method, access-control-request-headers",
+            ),
+        );
     }
 }
 
@@ -189,7 +195,7 @@ where
         if req.method() == Method::OPTIONS {
             let mut response = Response::new(ResBody::default());
             let headers = response.headers_mut();
-            rules.apply(allow, headers);
+            apply(allow, rules.varies(), headers);
             for (name, value) in &rules.preflight {
                 headers.insert(name, value.clone());
             }
@@ -202,8 +208,9 @@ where
         CorsFuture {
             state: State::Call {
                 future: self.inner.call(req),
-                rules: Arc::clone(rules),
                 allow,
+                expose: rules.expose.clone(),
+                vary: rules.varies(),
             },
         }
     }
@@ -224,8 +231,9 @@ pin_project! {
         Call {
             #[pin]
             future: F,
-            rules: Arc<CorsRules>,
             allow: Option<HeaderValue>,
+            expose: Option<HeaderValue>,
+            vary: bool,
         },
         Preflight {
             response: Option<Response<B>>,
@@ -243,14 +251,15 @@ where
         match self.project().state.project() {
             StateProj::Call {
                 future,
-                rules,
                 allow,
+                expose,
+                vary,
             } => {
                 let mut response = ready!(future.poll(cx))?;
                 let headers = response.headers_mut();
-                rules.apply(allow.take(), headers);
-                if let Some(expose) = &rules.expose {
-                    headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
+                apply(allow.take(), *vary, headers);
+                if let Some(expose) = expose.take() {
+                    headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, expose);
                 }
                 Poll::Ready(Ok(response))
             }

@@ -78,4 +78,4 @@ pub use app::{AppState, Limits};
 pub use baton::http::{ACCESS_TOKEN, CLIENT, EXPIRY, TOKEN_TYPE, UID};
 pub use cli::Cli;
 pub use routes::{app, metrics_app, App};
-pub use server::{serve, serve_metrics, serve_with};
+pub use server::{call, serve, serve_metrics, serve_with};

@@ -13,7 +13,7 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use tower::Layer;
 
-use baton::http::{Session, ALLOWED_HEADERS, CREDENTIAL_HEADERS};
+use baton::http::{Session, ALLOWED_HEADERS};
 use baton::{Backend, BackendError};
 
 use crate::app::AppState;
@@ -30,6 +30,11 @@ pub(crate) const NOT_SIGNED_IN: &str = "You need to sign in or sign up before co
 const INVALID_TOKEN: &str = "Invalid login credentials";
 const SIGN_OUT_UNKNOWN: &str = "User was not found or was not logged in.";
 pub(crate) const UNAVAILABLE: &str = "The session store is unavailable. Please try again shortly.";
+
+/// [`CREDENTIAL_HEADERS`] as the `Access-Control-Expose-Headers` value, written out
+/// so that it is a static value (its clone on every answer copies no reference count);
+/// a test checks it against the list.
+const EXPOSED: &str = "access-token, token-type, client, expiry, uid";
 
 const ITEMS: [(u64, &str); 3] = [(1, "baton"), (2, "relay shoes"), (3, "stopwatch")];
 
@@ -113,7 +118,7 @@ fn cors(origins: &Cors) -> CorsRules {
             Method::DELETE,
         ],
         &ALLOWED_HEADERS,
-        &CREDENTIAL_HEADERS,
+        HeaderValue::from_static(EXPOSED),
         std::time::Duration::from_secs(600),
     )
 }
@@ -277,4 +282,18 @@ async fn page_reply<B: Backend>(State(state): State<Shared<B>>) -> Reply {
     let mut r = http::Response::new(page::index(&config).into());
     r.headers_mut().extend(page::headers(&config));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton::http::CREDENTIAL_HEADERS;
+
+    #[test]
+    fn the_exposed_value_lists_the_credential_headers() {
+        let listed: Vec<&str> = EXPOSED.split(',').map(str::trim).collect();
+        let headers = CREDENTIAL_HEADERS;
+        let names: Vec<&str> = headers.iter().map(|n| n.as_str()).collect();
+        assert_eq!(listed, names);
+    }
 }

@@ -5,9 +5,10 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use baton::Backend;
 use http::{HeaderValue, Request};
 use hyper::body::Incoming;
@@ -17,7 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use crate::app::AppState;
 use crate::conn_limit::Requests;
@@ -56,9 +57,28 @@ pub async fn serve<B: Backend + 'static>(
         } else {
             app
         };
-        async move { app.oneshot(req).await.into_response() }
+        call(app, req)
     })
     .await
+}
+
+/// `app`'s answer to `req`, as [`serve`] answers each request (public for servers
+/// that wrap the routes, so that they answer the same way). The router and the CORS
+/// around it are always ready, so readiness is asked once with a no-op waker and the
+/// request handed over at once, sparing each request `oneshot`'s state machine (and a
+/// move of the request into it); a service that was not ready would still be waited
+/// for.
+pub async fn call<S>(mut app: S, req: Request<Incoming>) -> Response
+where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
+{
+    let ready = app.poll_ready(&mut Context::from_waker(Waker::noop()));
+    let answer = match ready {
+        Poll::Ready(Ok(())) => app.call(req).await,
+        Poll::Pending => app.oneshot(req).await,
+        Poll::Ready(Err(never)) => match never {},
+    };
+    answer.unwrap_or_else(|never| match never {})
 }
 
 /// Serves `/metrics` ([`metrics_app`](crate::metrics_app)) on its own `listener`, never
@@ -72,10 +92,7 @@ pub async fn serve_metrics<B: Backend + 'static>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let app = routes::metrics_app(Arc::clone(&state), api_origin);
-    serve_with(listener, &state, app, shutdown, |app, req| async move {
-        app.oneshot(req).await.into_response()
-    })
-    .await
+    serve_with(listener, &state, app, shutdown, call).await
 }
 
 /// [`serve`] with `handler` answering each request with `app` (a clone per request: an
