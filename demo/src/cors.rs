@@ -4,7 +4,8 @@
 //!
 //! Written here rather than taken from tower-http's `CorsLayer`, which did the same for
 //! this server at a cost the rotating request could not afford (BENCHMARKS.md, "The
-//! axum demo's cost per request"): it builds a `HeaderMap` per request and merges it
+//! axum demo's cost per request, shrunk": about 5k instructions a request against
+//! 0.9k here): it builds a `HeaderMap` per request and merges it
 //! into the answer's, and clones its whole configuration with the service each time.
 //! Here the answer's headers are fixed values made once, and the service's clone is an
 //! `Arc`'s.
@@ -71,7 +72,8 @@ impl Cors {
     }
 }
 
-/// What a CORS service says besides the allowed origin.
+/// What a [`CorsService`] answers: which origins may read, what is exposed to them,
+/// and what preflights allow.
 #[derive(Debug)]
 pub struct CorsRules {
     origins: Cors,
