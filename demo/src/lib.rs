@@ -37,10 +37,11 @@
 //! - Sign-in is throttled per address and per account before any hash and hashed on a
 //!   bounded pool off the runtime ([`signin`]); open connections are capped, the
 //!   longest-idle closed to make room ([`conn_limit`]), one cap for both listeners.
-//! - CORS is tower-http's `CorsLayer` outside everything: with `--allowed-origins`, an
-//!   origin not listed gets no `Access-Control-Allow-Origin` at all (so its browser
-//!   refuses the answer), and `Access-Control-Expose-Headers` is sent on actual
-//!   answers, where Fetch reads it, not on preflights.
+//! - CORS is the demo's own small service ([`cors::CorsService`]) outside everything,
+//!   doing what tower-http's `CorsLayer` did here at a fraction of its cost: with
+//!   `--allowed-origins`, an origin not listed gets no `Access-Control-Allow-Origin` at
+//!   all (so its browser refuses the answer), and `Access-Control-Expose-Headers` is
+//!   sent on actual answers, where Fetch reads it, not on preflights.
 //! - Any `GET /api/...` path is authenticated before routing, so an unknown resource
 //!   is a 404 that still carries the next credentials. A wrong method is a 405 before
 //!   any authentication (the layer sits on each method's route).
@@ -78,4 +79,4 @@ pub use app::{AppState, Limits};
 pub use baton::http::{ACCESS_TOKEN, CLIENT, EXPIRY, TOKEN_TYPE, UID};
 pub use cli::Cli;
 pub use routes::{app, metrics_app, App};
-pub use server::{serve, serve_metrics, serve_with};
+pub use server::{call, serve, serve_metrics, serve_with};

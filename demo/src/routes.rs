@@ -1,23 +1,23 @@
 //! The endpoints of SPEC §3 as an axum app: baton's layer in front of every protected
-//! route, tower-http's CORS around everything.
+//! route, SPEC §3's CORS around everything.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, MethodRouter};
+use axum::routing::{delete_service, get, get_service, post};
 use axum::Router;
 use http::header::HeaderValue;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use tower::Layer;
-use tower_http::cors::{AllowOrigin, Any, Cors as CorsService, CorsLayer};
 
-use baton::http::{Session, ALLOWED_HEADERS, CREDENTIAL_HEADERS};
+use baton::http::{Session, ALLOWED_HEADERS};
 use baton::{Backend, BackendError};
 
 use crate::app::AppState;
-use crate::cors::Cors;
+use crate::cors::{Cors, CorsRules, CorsService};
 use crate::metrics::{self, ServerCounters};
 use crate::page;
 use crate::reply::{self, Reply};
@@ -31,11 +31,16 @@ const INVALID_TOKEN: &str = "Invalid login credentials";
 const SIGN_OUT_UNKNOWN: &str = "User was not found or was not logged in.";
 pub(crate) const UNAVAILABLE: &str = "The session store is unavailable. Please try again shortly.";
 
+/// [`CREDENTIAL_HEADERS`] as the `Access-Control-Expose-Headers` value, written out
+/// so that it is a static value (its clone on every answer copies no reference count);
+/// a test checks it against the list.
+const EXPOSED: &str = "access-token, token-type, client, expiry, uid";
+
 const ITEMS: [(u64, &str); 3] = [(1, "baton"), (2, "relay shoes"), (3, "stopwatch")];
 
 type Shared<B> = Arc<AppState<B>>;
 
-/// A router inside tower-http's CORS: the CORS service wraps the router once, where
+/// A router inside the CORS rules ([`CorsService`]): they wrap the router once, where
 /// `Router::layer` would wrap (and box) every route on its own, costing every request
 /// another boxed service and future.
 pub type App = CorsService<Router>;
@@ -48,9 +53,6 @@ pub fn app<B: Backend + 'static>(state: Shared<B>) -> App {
         .layer
         .clone()
         .unavailable_body(devise_failure(UNAVAILABLE));
-    // Each route is authenticated only once its method matched, so a wrong method is a
-    // 405 whatever the credentials, as before the layer.
-    let protected = |route: MethodRouter<Shared<B>>| route.route_layer(layer.clone());
     let validate = layer.clone().refusal_body(devise_failure(INVALID_TOKEN));
     // devise answers a sign-out without a session (none sent, or refused) with 404.
     let sign_out_layer = layer
@@ -58,30 +60,35 @@ pub fn app<B: Backend + 'static>(state: Shared<B>) -> App {
         .optional()
         .refusal_status(StatusCode::NOT_FOUND)
         .refusal_body(devise_failure(SIGN_OUT_UNKNOWN));
+    // The layer wraps each protected handler itself, inside its method's route: a
+    // wrong method is a 405 before any authentication, as before the layer, and the
+    // request passes one boxed route, as an unprotected one does (`route_layer` would
+    // box the layered route once more).
+    let api = get_service(layer.layer(api::<B>.with_state(Arc::clone(&state))));
     let router = Router::new()
         .route("/", get(page_reply::<B>))
         .route("/auth/sign_in", post(sign_in::<B>))
         .route(
             "/auth/validate_token",
-            get(validate_token::<B>).route_layer(validate),
+            get_service(validate.layer(validate_token::<B>.with_state(Arc::clone(&state)))),
         )
         .route(
             "/auth/sign_out",
-            delete(sign_out::<B>).route_layer(sign_out_layer),
+            delete_service(sign_out_layer.layer(sign_out::<B>.with_state(Arc::clone(&state)))),
         )
         .route("/public/items", get(items))
         // The two resources by name (no path parameters to extract), and every other
         // `/api/...` path through the same handler.
-        .route("/api/me", protected(get(api::<B>)))
-        .route("/api/items", protected(get(api::<B>)))
-        .route("/api/", protected(get(api::<B>)))
-        .route("/api/{*rest}", protected(get(api::<B>)))
+        .route("/api/me", api.clone())
+        .route("/api/items", api.clone())
+        .route("/api/", api.clone())
+        .route("/api/{*rest}", api)
         .fallback(|| async { reply::failure(StatusCode::NOT_FOUND, "no such path") })
         .method_not_allowed_fallback(|| async {
             reply::failure(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
         .with_state(Arc::clone(&state));
-    cors(&state.cors).layer(router)
+    CorsService::new(router, cors(&state.cors))
 }
 
 /// What [`serve`](crate::serve) answers a request whose head is over
@@ -89,33 +96,31 @@ pub fn app<B: Backend + 'static>(state: Shared<B>) -> App {
 /// a JSON 431 with the CORS headers every answer carries. A router of its own, so that
 /// the API's requests pay for no middleware that only this case needs.
 pub(crate) fn head_too_large(origins: &Cors) -> App {
-    cors(origins).layer(Router::new().fallback(|| async {
+    let router = Router::new().fallback(|| async {
         reply::failure(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request headers are too large",
         )
-    }))
+    });
+    CorsService::new(router, cors(origins))
 }
 
-/// tower-http's CORS from the `--allowed-origins` setting and baton's name lists, outside
+/// SPEC §3's CORS from the `--allowed-origins` setting and baton's name lists, outside
 /// everything else so that refusals carry it too and preflights never reach the layer.
-fn cors(origins: &Cors) -> CorsLayer {
-    let layer = CorsLayer::new()
-        .allow_methods([
+fn cors(origins: &Cors) -> CorsRules {
+    CorsRules::new(
+        origins.clone(),
+        &[
             Method::GET,
             Method::POST,
             Method::PUT,
             Method::PATCH,
             Method::DELETE,
-        ])
-        .allow_headers(ALLOWED_HEADERS)
-        .expose_headers(CREDENTIAL_HEADERS)
-        .max_age(std::time::Duration::from_secs(600));
-    match origins {
-        // The same answer for every origin: nothing for caches to vary on.
-        Cors::Any => layer.allow_origin(Any).vary([]),
-        Cors::Only(list) => layer.allow_origin(AllowOrigin::list(list.iter().cloned())),
-    }
+        ],
+        &ALLOWED_HEADERS,
+        HeaderValue::from_static(EXPOSED),
+        std::time::Duration::from_secs(600),
+    )
 }
 
 /// The request line and headers as hyper received them, near enough: what a client
@@ -235,7 +240,7 @@ pub fn metrics_app<B: Backend + 'static>(state: Shared<B>, api_origin: HeaderVal
             reply::failure(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
         .with_state(state);
-    CorsLayer::new().allow_origin(api_origin).layer(router)
+    CorsService::new(router, CorsRules::only(api_origin))
 }
 
 /// Always 200 while the server runs: a scrape that failed with the store would lose
@@ -277,4 +282,18 @@ async fn page_reply<B: Backend>(State(state): State<Shared<B>>) -> Reply {
     let mut r = http::Response::new(page::index(&config).into());
     r.headers_mut().extend(page::headers(&config));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton::http::CREDENTIAL_HEADERS;
+
+    #[test]
+    fn the_exposed_value_lists_the_credential_headers() {
+        let listed: Vec<&str> = EXPOSED.split(',').map(str::trim).collect();
+        let headers = CREDENTIAL_HEADERS;
+        let names: Vec<&str> = headers.iter().map(|n| n.as_str()).collect();
+        assert_eq!(listed, names);
+    }
 }

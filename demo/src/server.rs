@@ -3,10 +3,12 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use baton::Backend;
 use http::{HeaderValue, Request};
 use hyper::body::Incoming;
@@ -16,9 +18,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use crate::app::AppState;
+use crate::conn_limit::Requests;
 use crate::routes;
 
 /// hyper's read buffer, which bounds a request head before the server sees it. It is
@@ -54,9 +57,28 @@ pub async fn serve<B: Backend + 'static>(
         } else {
             app
         };
-        async move { app.oneshot(req).await.into_response() }
+        call(app, req)
     })
     .await
+}
+
+/// `app`'s answer to `req`, as [`serve`] answers each request (public for servers
+/// that wrap the routes, so that they answer the same way). The router and the CORS
+/// around it are always ready, so readiness is asked once with a no-op waker and the
+/// request handed over at once, sparing each request `oneshot`'s state machine (and a
+/// move of the request into it); a service that was not ready would still be waited
+/// for.
+pub async fn call<S>(mut app: S, req: Request<Incoming>) -> Response
+where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
+{
+    let ready = app.poll_ready(&mut Context::from_waker(Waker::noop()));
+    let answer = match ready {
+        Poll::Ready(Ok(())) => app.call(req).await,
+        Poll::Pending => app.oneshot(req).await,
+        Poll::Ready(Err(never)) => match never {},
+    };
+    answer.unwrap_or_else(|never| match never {})
 }
 
 /// Serves `/metrics` ([`metrics_app`](crate::metrics_app)) on its own `listener`, never
@@ -70,10 +92,7 @@ pub async fn serve_metrics<B: Backend + 'static>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let app = routes::metrics_app(Arc::clone(&state), api_origin);
-    serve_with(listener, &state, app, shutdown, |app, req| async move {
-        app.oneshot(req).await.into_response()
-    })
-    .await
+    serve_with(listener, &state, app, shutdown, call).await
 }
 
 /// [`serve`] with `handler` answering each request with `app` (a clone per request: an
@@ -127,9 +146,12 @@ where
             // The connection is busy (never closed to make room) until the answer is
             // made; a handler that only waits can say so through `Requests::idle`.
             let in_flight = requests.start();
-            // Sign-in's throttle keys on the client's address.
-            req.extensions_mut().insert(peer);
-            req.extensions_mut().insert(requests.clone());
+            // Sign-in's throttle keys on the client's address; one extension for both,
+            // since each is a boxed entry in the request's map.
+            req.extensions_mut().insert(Connection {
+                peer,
+                requests: requests.clone(),
+            });
             let answer = handler(app.clone(), req);
             async move {
                 let answer = answer.await;
@@ -157,6 +179,16 @@ where
         }
     }
     Ok(())
+}
+
+/// What the accept loop tells each request about its connection, in the request's
+/// extensions: the client's address (sign-in's throttle keys on it) and the
+/// connection's [`Requests`], through which a handler that only waits lets the
+/// connection count as idle.
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    pub(crate) peer: SocketAddr,
+    pub(crate) requests: Requests,
 }
 
 async fn sweep<B: Backend>(state: Arc<AppState<B>>, sweep_once: fn(&B) -> usize) {

@@ -2,7 +2,7 @@
 //! read the body, parse it, pass the throttle, verify the password on the hashing pool
 //! ([`Gate::attempt`](crate::signin::Gate::attempt)), issue the session.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,10 +16,10 @@ use baton::{Backend, BackendError};
 
 use crate::app::AppState;
 use crate::body;
-use crate::conn_limit::Requests;
 use crate::metrics::ServerCounters;
 use crate::reply::{self, Reply};
 use crate::routes::{unavailable, user_json};
+use crate::server::Connection;
 use crate::signin;
 
 const BAD_LOGIN: &str = "Invalid login credentials. Please try again.";
@@ -44,10 +44,8 @@ pub async fn sign_in<B: Backend>(State(state): State<Arc<AppState<B>>>, req: Req
     };
     // The peer address the accept loop put there; without one (a server that did
     // not), every client shares the unspecified address's allowance.
-    let addr = parts
-        .extensions
-        .get::<SocketAddr>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SocketAddr::ip);
+    let connection = parts.extensions.get::<Connection>();
+    let addr = connection.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.peer.ip());
     let user = match state
         .sign_in
         .attempt(&state.users, addr, email, password)
@@ -56,7 +54,7 @@ pub async fn sign_in<B: Backend>(State(state): State<Arc<AppState<B>>>, req: Req
         Ok(user) => user,
         Err(refused) => {
             // From here the request only waits: its connection may be closed to make room.
-            let _idle = parts.extensions.get::<Requests>().map(Requests::idle);
+            let _idle = connection.map(|c| c.requests.idle());
             return sign_in_refused(&state, refused).await.into_response();
         }
     };
