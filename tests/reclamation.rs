@@ -8,6 +8,32 @@ use std::time::Duration;
 
 use baton::{ManualClock, Rejection, Store};
 
+/// A thread that rotates the reader's session `rounds` times (each must succeed,
+/// whatever the writer does meanwhile), with `probe_other` also looking up a session
+/// that does not exist; returns the session's client and last token.
+fn spawn_reader(
+    store: &Arc<Store<ManualClock>>,
+    first: &baton::Credentials<'_>,
+    rounds: usize,
+    probe_other: bool,
+) -> thread::JoinHandle<(String, String)> {
+    let store = store.clone();
+    let client = first.client().as_str().to_owned();
+    let mut token = first.token().as_str().to_owned();
+    thread::spawn(move || {
+        for _ in 0..rounds {
+            match store.authenticate("reader@example.com", &client, &token) {
+                Ok(a) => token = a.credentials().token().as_str().to_owned(),
+                Err(e) => panic!("the reader's session must survive every writer step: {e}"),
+            }
+            if probe_other {
+                let _ = store.authenticate("w@example.com", "AAAAAAAAAAAAAAAA", &token);
+            }
+        }
+        (client, token)
+    })
+}
+
 #[test]
 fn lookups_survive_concurrent_removal_and_rebuilds() {
     let clock = ManualClock::default();
@@ -20,24 +46,7 @@ fn lookups_survive_concurrent_removal_and_rebuilds() {
             .unwrap(),
     );
     let first = store.issue("reader@example.com").unwrap();
-    let (client, token) = (
-        first.client().as_str().to_owned(),
-        first.token().as_str().to_owned(),
-    );
-
-    let reader = {
-        let store = store.clone();
-        thread::spawn(move || {
-            let mut token = token;
-            for _ in 0..20 {
-                match store.authenticate("reader@example.com", &client, &token) {
-                    Ok(a) => token = a.credentials().token().as_str().to_owned(),
-                    Err(e) => panic!("the reader's session is never touched by the writer: {e}"),
-                }
-                let _ = store.authenticate("w@example.com", "AAAAAAAAAAAAAAAA", &token);
-            }
-        })
-    };
+    let reader = spawn_reader(&store, &first, 20, true);
     // The writer fills the one shard past its first table (8 slots), evicts at the
     // cap, revokes, and lets sessions expire: every removal retires a session and
     // every growth retires a table while the reader probes.
@@ -74,23 +83,7 @@ fn lookups_survive_migrations_both_ways() {
             .unwrap(),
     );
     let first = store.issue("reader@example.com").unwrap();
-    let (client, token) = (
-        first.client().as_str().to_owned(),
-        first.token().as_str().to_owned(),
-    );
-    let reader = {
-        let store = store.clone();
-        thread::spawn(move || {
-            let mut token = token;
-            for _ in 0..30 {
-                match store.authenticate("reader@example.com", &client, &token) {
-                    Ok(a) => token = a.credentials().token().as_str().to_owned(),
-                    Err(e) => panic!("the reader's session is lost in a migration: {e}"),
-                }
-            }
-            (client, token)
-        })
-    };
+    let reader = spawn_reader(&store, &first, 30, false);
     // 40 more uids: the table grows 8 -> 32 -> 128 slots, each time in steps.
     let mut held = Vec::new();
     for i in 0..40 {
