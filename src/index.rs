@@ -114,6 +114,22 @@ impl Shard {
         out
     }
 
+    /// Calls `visit` on every session the current table holds, dead or alive (a
+    /// durable store's checkpoint). Lock-free, like every read.
+    #[cfg_attr(not(feature = "persist"), allow(dead_code))]
+    pub(crate) fn for_each<'g>(&self, guard: &'g Guard, mut visit: impl FnMut(&'g Session)) {
+        let t = self.table(guard);
+        for slot in t.slots.iter() {
+            // Acquire pairs with the Release store that published the session.
+            let p = slot.load(Ordering::Acquire, guard);
+            if !p.is_null() {
+                // SAFETY: as in `probe`: a non-null slot of a table loaded while
+                // pinned points to a session not yet freed.
+                visit(unsafe { p.deref() });
+            }
+        }
+    }
+
     /// Calls `visit` on each session of the probe chain of `hash`, with its slot,
     /// until it returns false.
     #[inline]
@@ -207,6 +223,13 @@ impl<'s> Writer<'s> {
         let n = self.books.next_stream;
         self.books.next_stream += 1;
         n
+    }
+
+    /// Makes every later stream number at least `floor` (restored sessions keep the
+    /// streams they were saved with, so new ones must start above them).
+    #[cfg_attr(not(feature = "persist"), allow(dead_code))]
+    pub(crate) fn raise_next_stream(&mut self, floor: u64) {
+        self.books.next_stream = self.books.next_stream.max(floor);
     }
 
     /// The sessions of `uid` with their slots, dead or alive, in probe order.

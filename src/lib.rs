@@ -71,7 +71,8 @@
 //! | `T(g-1)` | now < rotated_at + `recovery_window`, `T(g)` never presented | `Batched(T(g))` | none |
 //! | `T(g-1)` | otherwise | `Replayed` | per [`ReplayPolicy`] |
 //! | `T(g-2)`, `T(g-3)`, ... any older genuine token | | `Replayed` | per [`ReplayPolicy`] |
-//! | a genuine token ahead of `T(g)` | | `InvalidToken` | none |
+//! | `T(g+k)`, a genuine token ahead, `1 <= k <=` [`MAX_AHEAD`], rotation on | | `Rotated(T(g+k+1))` | g+k+1, rotated_at = now (a restored session continues its chain) |
+//! | a genuine token further ahead | | `InvalidToken` | none |
 //! | anything else (wrong, malformed, empty, huge) | | `InvalidToken` | none |
 //!
 //! The table is one pure function, `baton::decision::decide`; `baton::model::Model` is
@@ -199,6 +200,8 @@ pub mod http;
 mod index;
 #[doc(hidden)]
 pub mod model;
+#[cfg(feature = "persist")]
+mod persist;
 #[cfg(feature = "redis")]
 mod redis;
 mod rng;
@@ -214,8 +217,10 @@ pub use backend::{AuthResult, Backend, BackendError, BoxFuture, DynBackend, Unav
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Builder, ConfigError, MAX_CLIENTS_PER_USER, MAX_SESSION_AGE, MAX_SHARDS};
 pub use credentials::{Authenticated, Credentials, SessionInfo};
-pub use decision::{Policy, ReplayPolicy};
+pub use decision::{Policy, ReplayPolicy, MAX_AHEAD};
 pub use error::{InputError, Rejection, MAX_UID_LEN};
+#[cfg(feature = "persist")]
+pub use persist::{PersistError, PersistOptions, PersistentStore, Secret, CHECKPOINT_AHEAD};
 pub use stats::Stats;
 pub use store::Store;
 #[doc(hidden)]
