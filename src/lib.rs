@@ -221,6 +221,9 @@ pub use decision::{Policy, ReplayPolicy, MAX_AHEAD};
 pub use error::{InputError, Rejection, MAX_UID_LEN};
 #[cfg(feature = "persist")]
 pub use persist::{PersistError, PersistOptions, PersistentStore, Secret, CHECKPOINT_AHEAD};
+// The same 32 bytes as the Redis backend's secret, exported once.
+#[cfg(all(feature = "persist", not(feature = "redis")))]
+pub use persist::MIN_SECRET_LEN;
 pub use stats::Stats;
 pub use store::Store;
 #[doc(hidden)]

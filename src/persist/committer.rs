@@ -301,14 +301,11 @@ impl<C: Clock + 'static> Committer<C> {
         let mut puts = 0usize;
         self.store.for_each_session(|s| {
             let Some(bits) = s.live_bits() else { return };
-            match on_disk.get_mut(&s.stream) {
-                Some((saved, seen)) => {
-                    *seen = scan;
-                    if *saved == bits {
-                        return;
-                    }
+            if let Some((saved, seen)) = on_disk.get_mut(&s.stream) {
+                *seen = scan;
+                if *saved == bits {
+                    return;
                 }
-                None => {}
             }
             if puts >= limit {
                 left_over = true;

@@ -13,7 +13,8 @@ use zeroize::{Zeroize, Zeroizing};
 use super::PersistError;
 use crate::token::MasterKey;
 
-/// The shortest secret a durable store accepts, in bytes: 256 bits.
+/// The shortest secret a durable store accepts, in bytes: 256 bits (the Redis
+/// backend's too; the crate root exports it once as `MIN_SECRET_LEN`).
 pub const MIN_SECRET_LEN: usize = 32;
 
 /// Each derivation's own label: no input of one can be an input of the other.
