@@ -472,3 +472,25 @@ fn bad_input_is_refused_before_any_write() {
     assert_eq!(s.revoke_user("nobody@x").unwrap(), 0);
     let _ = Policy::clone(s.store().policy());
 }
+
+#[test]
+fn a_signed_out_sessions_stream_is_never_reused_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let one_shard = || {
+        PersistentStore::open(
+            Store::builder().clock(clock.clone()).shards(1),
+            PersistOptions::new(dir.path(), secret(1)),
+        )
+        .unwrap()
+    };
+    let s = one_shard();
+    let gone = sign_in(&s, "a@x");
+    assert!(s.revoke(&gone.uid, &gone.client).unwrap());
+    s.crash();
+    // The file holds no session now, but the stream was handed out: a new session
+    // must not get it (its T(0) would be the signed-out session's).
+    let s = one_shard();
+    let fresh = sign_in(&s, "a@x");
+    assert_ne!(fresh.tokens[0], gone.tokens[0]);
+}

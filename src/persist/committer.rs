@@ -45,6 +45,11 @@ pub(crate) enum Op {
     Delete {
         stream: u64,
     },
+    /// A stream was handed out: the file's high-water mark must cover it, so no later
+    /// run reuses it even after its session is gone.
+    Issued {
+        stream: u64,
+    },
 }
 
 /// What a caller waits for: its changes committed, or why not.
@@ -144,6 +149,8 @@ pub(crate) struct Committer<C: Clock + 'static> {
     /// The state word last committed for each stream on disk, and the scan it was
     /// last seen live in.
     pub(crate) on_disk: HashMap<u64, (u64, u32)>,
+    /// The highest stream ever handed out, as the file records it.
+    pub(crate) max_stream: Option<u64>,
     pub(crate) scan: u32,
     /// The last error the thread met writing in the background, for `close`.
     pub(crate) last_error: Arc<Mutex<Option<Arc<PersistError>>>>,
@@ -231,6 +238,7 @@ impl<C: Clock + 'static> Committer<C> {
         }
         let mut writes: BTreeMap<u64, Option<(Vec<u8>, u64)>> = BTreeMap::new();
         let mut left_over = false;
+        let mut max_stream = self.max_stream;
         if checkpoint {
             left_over = self.scan(limit, &mut writes);
         }
@@ -248,16 +256,24 @@ impl<C: Clock + 'static> Committer<C> {
                         Op::Delete { stream } => {
                             writes.insert(*stream, None);
                         }
+                        Op::Issued { stream } => {
+                            max_stream = Some(max_stream.map_or(*stream, |m| m.max(*stream)));
+                        }
                     }
                 }
             }
         }
-        if writes.is_empty() {
+        let new_max = max_stream.filter(|_| max_stream != self.max_stream);
+        if writes.is_empty() && new_max.is_none() {
             return Ok(left_over);
         }
         let db = self.db.as_ref().expect("opened above");
         let written = (|| -> Result<(), PersistError> {
             let tx = db.begin_write()?;
+            if let Some(m) = new_max {
+                tx.open_table(file::META)?
+                    .insert(file::MAX_STREAM, m.to_le_bytes().as_slice())?;
+            }
             {
                 let mut table = tx.open_table(SESSIONS)?;
                 for (stream, w) in &writes {
@@ -278,6 +294,7 @@ impl<C: Clock + 'static> Committer<C> {
             self.db = None;
             return Err(e);
         }
+        self.max_stream = max_stream;
         for (stream, w) in writes {
             match w {
                 Some((_, bits)) => {

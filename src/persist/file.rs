@@ -3,7 +3,9 @@
 //!
 //! - `meta`: `magic` (what the file is), `format` (u32 LE; newer is refused) and
 //!   `key_check` (an HMAC of a fixed label under the secret: a wrong secret is a clear
-//!   error, and the file holds nothing a token can be derived from).
+//!   error, and the file holds nothing a token can be derived from), and `max_stream`,
+//!   the highest stream ever handed out (a signed-out session's stream is gone from
+//!   `sessions`, but its tokens were handed out: no later run may mint them again).
 //! - `sessions`: stream (u64) -> record: the state word (u64 LE), creation time
 //!   (ms, u64 LE), the client id's bytes, then the uid's UTF-8.
 
@@ -22,6 +24,8 @@ use crate::token::CLIENT_BYTES;
 pub(crate) const FORMAT: u32 = 1;
 const MAGIC: &[u8] = b"baton sessions";
 pub(crate) const FILE_NAME: &str = "sessions.redb";
+/// The `meta` key of the highest stream ever handed out (u64 LE).
+pub(crate) const MAX_STREAM: &str = "max_stream";
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
@@ -151,12 +155,19 @@ fn check_meta(db: &Database, secret: &Secret) -> Result<(), PersistError> {
     Ok(())
 }
 
-/// Reads every saved session into `store` (fresh, reachable by nobody else yet) and
-/// returns (stream, state word) of each. Any bad record refuses the whole file.
-pub(crate) fn load<C: Clock>(
-    db: &Database,
-    store: &Store<C>,
-) -> Result<Vec<(u64, u64)>, PersistError> {
+/// Every saved record, as the database holds it: read apart from decoding, so that
+/// only the database engine's own code runs under the caller's `catch_unwind`.
+pub(crate) struct Rows {
+    /// `max_stream`, if any session was ever issued.
+    pub(crate) max_stream: Option<u64>,
+    /// The records, one after another.
+    bytes: Vec<u8>,
+    /// Each record's stream and where it ends in `bytes`.
+    ends: Vec<(u64, usize)>,
+}
+
+/// Reads every record of the `sessions` table.
+pub(crate) fn read_all(db: &Database) -> Result<Rows, PersistError> {
     let tx = db.begin_read()?;
     let table = match tx.open_table(SESSIONS) {
         Ok(t) => t,
@@ -165,11 +176,37 @@ pub(crate) fn load<C: Clock>(
         }
         Err(e) => return Err(e.into()),
     };
-    let mut saved = Vec::new();
+    let max_stream = match tx.open_table(META)?.get(MAX_STREAM)? {
+        None => None,
+        Some(v) => Some(u64::from_le_bytes(v.value().try_into().map_err(|_| {
+            PersistError::Corrupt("the stream high-water mark does not parse".into())
+        })?)),
+    };
+    let mut rows = Rows {
+        max_stream,
+        bytes: Vec::new(),
+        ends: Vec::new(),
+    };
     for row in table.iter()? {
         let (k, v) = row?;
-        let stream = k.value();
-        let (bits, created, client, uid) = decode(v.value()).ok_or_else(|| {
+        rows.bytes.extend_from_slice(v.value());
+        rows.ends.push((k.value(), rows.bytes.len()));
+    }
+    Ok(rows)
+}
+
+/// Puts every record into `store` (fresh, reachable by nobody else yet) and returns
+/// (stream, state word) of each. Any bad record refuses the whole file.
+pub(crate) fn restore<C: Clock>(
+    rows: &Rows,
+    store: &Store<C>,
+) -> Result<Vec<(u64, u64)>, PersistError> {
+    let mut saved = Vec::with_capacity(rows.ends.len());
+    let mut start = 0;
+    for &(stream, end) in &rows.ends {
+        let record = &rows.bytes[start..end];
+        start = end;
+        let (bits, created, client, uid) = decode(record).ok_or_else(|| {
             PersistError::Corrupt(format!("session record {stream} does not parse"))
         })?;
         store
@@ -183,7 +220,7 @@ pub(crate) fn load<C: Clock>(
             })?;
         saved.push((stream, bits));
     }
-    store.raise_streams(saved.iter().map(|&(s, _)| s));
+    store.raise_streams(saved.iter().map(|&(s, _)| s).chain(rows.max_stream));
     Ok(saved)
 }
 

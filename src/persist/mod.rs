@@ -139,18 +139,21 @@ impl<C: Clock + 'static> PersistentStore<C> {
         } = options;
         let store = Arc::new(builder.build_keyed(secret.token_key())?);
         // redb is not written against hostile files: a panic inside it on a damaged
-        // one is a refusal of the file, never a crash of the embedding process.
-        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // one is a refusal of the file, never a crash of the embedding process. Only
+        // redb's calls run under the catch; the records are decoded outside it.
+        let (db, rows) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let db = file::open_database(&dir, &secret)?;
-            let saved = file::load(&db, &store)?;
-            Ok::<_, PersistError>((db, saved))
+            let rows = file::read_all(&db)?;
+            Ok::<_, PersistError>((db, rows))
         }))
         .unwrap_or_else(|_| {
             Err(PersistError::Corrupt(
                 "the database engine failed on this file".into(),
             ))
         })?;
-        let (db, saved) = loaded;
+        let saved = file::restore(&rows, &store)?;
+        let max_stream = rows.max_stream;
+        drop(rows);
         let shared = Arc::new(Shared::new());
         let last_error = Arc::new(Mutex::new(None));
         let committer = Committer {
@@ -162,6 +165,7 @@ impl<C: Clock + 'static> PersistentStore<C> {
             interval: checkpoint_interval,
             on_disk: saved.into_iter().map(|(s, bits)| (s, (bits, 0))).collect(),
             scan: 0,
+            max_stream,
             last_error: last_error.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -197,6 +201,7 @@ impl<C: Clock + 'static> PersistentStore<C> {
                     created_ms,
                 } => {
                     client = Some(*c);
+                    ops.push(Op::Issued { stream });
                     ops.push(Op::Put {
                         stream,
                         record: file::encode(0, created_ms, c, uid),
