@@ -95,7 +95,7 @@ impl PersistOptions {
     }
 }
 
-/// A [`Store`] whose sessions survive restarts: see the [module docs](self).
+/// A [`Store`] whose sessions survive restarts: see the [crate docs](crate#durable-sessions-feature-persist).
 ///
 /// `authenticate`, `sessions` and the reads are the in-memory store's (lock-free, no
 /// disk); `issue`, `revoke` and `revoke_user` wait for their commit. Dropping it (or
