@@ -180,7 +180,10 @@ fn pause(sessions: usize) {
             let h = measure(&mut held, &s, &stop);
             (h, w.join().unwrap())
         });
-        row(&format!("checkpoint of {sessions} dirty sessions ({took:.2?}), run {round}"), &h);
+        row(
+            &format!("checkpoint of {sessions} dirty sessions ({took:.2?}), run {round}"),
+            &h,
+        );
         // The same time with nothing else running.
         let stop = AtomicBool::new(false);
         let h = std::thread::scope(|sc| {
@@ -224,8 +227,10 @@ fn sign_in_all_fast(s: &PersistentStore, n: usize) -> Held {
                         .map(|i| {
                             let uid = format!("user-{i:07}@example.com");
                             let c = s.issue(&uid).unwrap();
-                            let (client, token) =
-                                (c.client().as_str().to_owned(), c.token().as_str().to_owned());
+                            let (client, token) = (
+                                c.client().as_str().to_owned(),
+                                c.token().as_str().to_owned(),
+                            );
                             (uid, client, token)
                         })
                         .collect::<Vec<_>>()
@@ -262,7 +267,10 @@ fn signins() {
             hs.into_iter().map(|h| h.join().unwrap()).sum()
         });
         let rate = total as f64 / for_.as_secs_f64();
-        println!("| {signers} | {rate:.0} | {:.2} ms |", 1000.0 / rate * signers as f64);
+        println!(
+            "| {signers} | {rate:.0} | {:.2} ms |",
+            1000.0 / rate * signers as f64
+        );
     }
 }
 
@@ -283,7 +291,9 @@ fn restore(sessions: usize) {
             .to_owned();
     }
     s.close().unwrap();
-    let size = std::fs::metadata(dir.path().join("sessions.redb")).unwrap().len();
+    let size = std::fs::metadata(dir.path().join("sessions.redb"))
+        .unwrap()
+        .len();
     let mut times = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
@@ -356,6 +366,8 @@ fn main() {
         Some("restore") => restore(n(1)),
         Some("hot") => hot(&args[1], n(2)),
         Some("seeds") => seeds(std::path::Path::new(&args[1])),
-        _ => eprintln!("usage: persist_bench rotate | pause [N] | signins | restore [N] | seeds DIR"),
+        _ => {
+            eprintln!("usage: persist_bench rotate | pause [N] | signins | restore [N] | seeds DIR")
+        }
     }
 }
