@@ -43,8 +43,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let before = store.store().len();
     if let Ok(c) = store.issue("fuzz@example.com") {
-        let (client, token) = (c.client().as_str().to_owned(), c.token().as_str().to_owned());
-        assert!(store.authenticate("fuzz@example.com", &client, &token).is_ok());
+        let (client, token) = (
+            c.client().as_str().to_owned(),
+            c.token().as_str().to_owned(),
+        );
+        assert!(store
+            .authenticate("fuzz@example.com", &client, &token)
+            .is_ok());
         assert!(store.store().len() > before);
     }
     store.crash();
