@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR=never
 seconds="${FUZZ_SECONDS:-60}"
 # Extra libFuzzer flags, e.g. FUZZ_ARGS="-jobs=2 -workers=2".
 read -r -a extra <<<"${FUZZ_ARGS:-}"
-read -r -a targets <<<"${FUZZ_TARGETS:-differential codec credentials}"
+read -r -a targets <<<"${FUZZ_TARGETS:-differential codec credentials persist_load}"
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz: the nightly toolchain is required (cargo-fuzz builds with -Zsanitizer)" >&2
@@ -41,7 +41,7 @@ for t in "${targets[@]}"; do
     # only after the input has ended, so a per-input leak check would scan after every
     # input (20-40x slower). LeakSanitizer still checks once at exit: a session that
     # is never freed piles up over the run and is reported there, with its stack.
-    differential | codec) per_input_leaks=0 ;;
+    differential | codec | persist_load) per_input_leaks=0 ;;
     esac
     if cargo +nightly fuzz run "$t" "$scratch/corpus/$t" "corpus/$t" -- \
         -max_total_time="$seconds" -timeout=30 -print_final_stats=1 \

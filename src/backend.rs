@@ -529,6 +529,93 @@ impl<C: Clock> Backend for Store<C> {
     }
 }
 
+/// The durable store: sign-ins and sign-outs wait for their commit (a few
+/// milliseconds of fsync, on the calling thread); authentication answers at once.
+#[cfg(feature = "persist")]
+impl<C: Clock + 'static> Backend for crate::persist::PersistentStore<C> {
+    fn issue<'u>(
+        &self,
+        uid: &'u str,
+    ) -> impl Future<Output = Result<Credentials<'u>, BackendError<InputError>>> + Send {
+        ready(crate::persist::PersistentStore::issue(self, uid))
+    }
+
+    fn authenticate<'u>(
+        &self,
+        uid: &'u str,
+        client: &str,
+        token: &str,
+    ) -> impl Future<Output = AuthResult<'u>> + Send {
+        ready(
+            self.authenticate(uid, client, token)
+                .map_err(BackendError::Refused),
+        )
+    }
+
+    #[inline]
+    fn authenticate_now<'u>(
+        &self,
+        uid: &'u str,
+        client: &str,
+        token: &str,
+    ) -> Option<AuthResult<'u>> {
+        Some(
+            self.authenticate(uid, client, token)
+                .map_err(BackendError::Refused),
+        )
+    }
+
+    fn revoke(
+        &self,
+        uid: &str,
+        client: &str,
+    ) -> impl Future<Output = Result<bool, BackendError<InputError>>> + Send {
+        ready(crate::persist::PersistentStore::revoke(self, uid, client))
+    }
+
+    fn revoke_now(
+        &self,
+        uid: &str,
+        client: &str,
+    ) -> Option<Result<bool, BackendError<InputError>>> {
+        Some(crate::persist::PersistentStore::revoke(self, uid, client))
+    }
+
+    fn revoke_user(
+        &self,
+        uid: &str,
+    ) -> impl Future<Output = Result<usize, BackendError<InputError>>> + Send {
+        ready(crate::persist::PersistentStore::revoke_user(self, uid))
+    }
+
+    fn sessions(
+        &self,
+        uid: &str,
+    ) -> impl Future<Output = Result<Vec<SessionInfo>, BackendError<InputError>>> + Send {
+        ready(self.store().sessions(uid).map_err(BackendError::Refused))
+    }
+
+    fn live(&self) -> impl Future<Output = Result<u64, Unavailable>> + Send {
+        ready(Ok(self.store().len() as u64))
+    }
+
+    fn sweep(&self) -> usize {
+        self.store().sweep()
+    }
+
+    fn stats(&self) -> Stats {
+        self.store().stats()
+    }
+
+    fn policy(&self) -> &Policy {
+        self.store().policy()
+    }
+
+    fn max_clients_per_user(&self) -> usize {
+        self.store().max_clients_per_user()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,13 +12,25 @@
 //! | `T(g-1)` | now < rotated_at + batch_window | [`Decision::Batch`] |
 //! | `T(g-1)` | now < rotated_at + recovery_window and `T(g)` never presented | [`Decision::Batch`] |
 //! | `T(g-1)` or older (any age) | otherwise | [`Decision::Replayed`] |
-//! | `T(g+k)`, k >= 1 | | [`Decision::InvalidToken`] |
+//! | `T(g+k)`, 1 <= k <= [`MAX_AHEAD`], rotation on | | [`Decision::Rotate`] to `g+k+1` (continues a chain a restart lost) |
+//! | `T(g+k)`, any other k | | [`Decision::InvalidToken`] |
 //! | anything else | | [`Decision::InvalidToken`] |
 //!
 //! "No such session" is the caller's row: it needs no state to decide.
 //!
 //! A leaf: it imports nothing of the crate, so the table can be read, tested and
 //! reused (by the model, the benchmark's contenders, the fuzz targets) on its own.
+
+/// How far ahead of a session's generation a genuine token may be and still be
+/// accepted: `T(g+k)` for `1 <= k <= MAX_AHEAD` continues the session from `g+k`.
+///
+/// Only the store mints tokens, so a genuine token ahead of the session exists only
+/// when the store lost rotations: a durable store restored from a checkpoint that
+/// lagged its clients (SPEC §5). Nobody else can produce one (tokens are a PRF of a
+/// secret key), so the bound costs nothing in security, and checking costs one block
+/// whatever `k` is (the token carries its generation). A durable store checkpoints a
+/// session long before it runs this far ahead (see the `persist` feature's docs).
+pub const MAX_AHEAD: u64 = 1024;
 
 /// What a replayed token (`T(g-1)` after its window, or an older genuine one) does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -151,6 +163,17 @@ pub fn decide(policy: &Policy, s: &SessionState, presented: TokenMatch, now_ms: 
             Decision::Batch { mark_used: false }
         }
         TokenMatch::Previous | TokenMatch::Older => replayed,
+        // The chain went on past what this state knows: continue from `T(g+by)` as if
+        // it were current, and rotate even inside `min_rotation_interval`, since the
+        // rotation time of `g+by` was lost with it.
+        TokenMatch::Ahead { by } if by <= MAX_AHEAD && policy.rotation => {
+            Decision::Rotate(SessionState {
+                generation: s.generation + by + 1,
+                created_at_ms: s.created_at_ms,
+                rotated_at_ms: now_ms.max(s.rotated_at_ms),
+                successor_used: false,
+            })
+        }
         TokenMatch::Ahead { .. } | TokenMatch::Unrecognised => Decision::InvalidToken,
     }
 }
@@ -313,12 +336,49 @@ mod tests {
     }
 
     #[test]
-    fn unrecognised_and_ahead_are_invalid() {
-        for presented in [TokenMatch::Unrecognised, TokenMatch::Ahead { by: 1 }] {
+    fn unrecognised_and_far_ahead_are_invalid() {
+        for presented in [
+            TokenMatch::Unrecognised,
+            TokenMatch::Ahead { by: MAX_AHEAD + 1 },
+            TokenMatch::Ahead {
+                by: u64::from(u32::MAX),
+            },
+        ] {
             assert_eq!(
                 decide(&policy(), &state(0, 0), presented, 1),
                 Decision::InvalidToken
             );
         }
+        let off = Policy {
+            rotation: false,
+            ..policy()
+        };
+        assert_eq!(
+            decide(&off, &state(0, 0), TokenMatch::Ahead { by: 1 }, 1),
+            Decision::InvalidToken
+        );
+    }
+
+    #[test]
+    fn ahead_within_the_bound_continues_from_there() {
+        let p = Policy {
+            min_rotation_interval_ms: 50 * SEC,
+            ..policy()
+        };
+        for by in [1, 2, MAX_AHEAD] {
+            let Decision::Rotate(next) =
+                decide(&p, &state(7, 10 * SEC), TokenMatch::Ahead { by }, 11 * SEC)
+            else {
+                panic!("expected a rotation for by={by}");
+            };
+            assert_eq!(next.generation, 7 + by + 1);
+            assert_eq!(next.rotated_at_ms, 11 * SEC);
+            assert!(!next.successor_used);
+        }
+        // Still expired first.
+        assert_eq!(
+            decide(&p, &state(7, 0), TokenMatch::Ahead { by: 1 }, 100 * SEC),
+            Decision::Expired
+        );
     }
 }

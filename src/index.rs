@@ -311,7 +311,7 @@ impl Shard {
     /// Calls `visit` once on every session the index holds, dead or alive, even
     /// mid-migration (a moved session is in both tables; it is visited once). Lock-free;
     /// sessions added or removed meanwhile may or may not be visited.
-    #[allow(dead_code)] // For the durable store's snapshots (issue 15).
+    #[cfg_attr(not(feature = "persist"), allow(dead_code))] // The durable store's checkpoints.
     pub(crate) fn for_each<'g>(&self, guard: &'g Guard, mut visit: impl FnMut(&'g Session)) {
         let (t, old) = self.tables(guard);
         let each = |table: &'g Table, f: &mut dyn FnMut(&'g Session)| {
@@ -435,6 +435,15 @@ impl<'s> Writer<'s> {
             )
         }
     }
+
+
+    /// Makes every later stream number at least `floor` (restored sessions keep the
+    /// streams they were saved with, so new ones must start above them).
+    #[cfg_attr(not(feature = "persist"), allow(dead_code))]
+    pub(crate) fn raise_next_stream(&mut self, floor: u64) {
+        self.books.next_stream = self.books.next_stream.max(floor);
+    }
+
 
     /// The sessions of `uid` with their slots, dead or alive, each once.
     pub(crate) fn of_user<'g>(

@@ -40,6 +40,8 @@
 //! - `http`: devise_token_auth's header codec over `http::HeaderMap` (module `http`).
 //! - `tower`: `http::BatonLayer`, SPEC §4's middleware over any [`Backend`].
 //! - `axum`: `http::Session` as an extractor, sign-in and sign-out as response parts.
+//! - `persist`: `PersistentStore`, the embedded store with its sessions in a redb file,
+//!   so a restart logs nobody out (below, and SPEC §5).
 //!
 //! # Where things are
 //!
@@ -55,6 +57,43 @@
 //! | `model.rs` | a plain sequential model of the whole store, for tests |
 //! | `backend.rs`, `redis/` | the [`Backend`] trait, and the Redis backend (feature `redis`) |
 //! | `http/` | the devise header codec, the tower layer and the axum extractors (features `http`, `tower`, `axum`) |
+//! | `persist/` | the durable store (feature `persist`): the redb file and its checks (`file.rs`), the one writer thread with group commit and checkpoints (`committer.rs`), the secret (`secret.rs`) |
+//!
+//! # Durable sessions (feature `persist`)
+//!
+//! | event | durable when |
+//! |---|---|
+//! | sign-in (with any eviction it makes) | before `issue` returns the credentials; concurrent sign-ins share one commit and fsync |
+//! | sign-out, `revoke_user` | before they return |
+//! | rotation | at the next checkpoint (every `checkpoint_interval`, 1 s by default, one transaction), and at once when a session's generation reaches a multiple of `CHECKPOINT_AHEAD` (256); `authenticate` never writes or waits |
+//! | `close` or drop of the store | a final checkpoint: after a restart every token answers exactly as before |
+//!
+//! Decisions where SPEC is silent:
+//! - **The lag bound is [`MAX_AHEAD`] = 1 024.** A genuine token `T(g+k)`, `1 <= k <= 1 024`,
+//!   continues the session from `g+k` (it rotates to `g+k+1`, even inside
+//!   `min_rotation_interval`, since `g+k`'s rotation time was lost). This row holds for every
+//!   session, restored or not: only the store mints tokens, so a genuine token ahead
+//!   exists only where rotations were lost, and nobody can forge one. A token older than
+//!   the session's generation stays `Replayed`; one further ahead is `InvalidToken`. The
+//!   check costs one ChaCha20 block whatever `k` is (the token carries its generation).
+//!   Since a session is checkpointed within one checkpoint cycle of reaching a multiple of
+//!   256 generations, the bound holds unless a client rotates more than 768 times during
+//!   one checkpoint write.
+//! - After a crash, a restored session's expiry and rotation time are its checkpoint's
+//!   until its client's next request, so an `expiry` a client saw may go down once then
+//!   (never after a clean restart); the `used` flag is the checkpoint's too (the recovery
+//!   window may honour `T(g-1)` once more).
+//! - A sign-in whose commit fails (full or read-only disk) is undone and answers
+//!   `BackendError::Unavailable` (the layer's and the demo's 503); signed-in sessions keep
+//!   rotating in memory. A sign-out whose commit fails is already in effect in memory and
+//!   answers `Unavailable`; the next checkpoint that commits removes it from the file.
+//! - The token key derives from a `Secret` (at least 32 bytes) by HMAC-SHA256 and is
+//!   never written; the file records an HMAC check value, so a wrong secret is refused.
+//!   The directory is created `0700`, the file `0600`. A damaged, truncated, foreign,
+//!   newer-format or already-open file is refused with a `PersistError`, never loaded in
+//!   part; a panic inside redb on a hostile file is caught and refused the same way.
+//! - The file records the highest stream ever issued, so a restart never mints a
+//!   signed-out session's tokens again.
 //!
 //! # The decision table
 //!
@@ -71,7 +110,8 @@
 //! | `T(g-1)` | now < rotated_at + `recovery_window`, `T(g)` never presented | `Batched(T(g))` | none |
 //! | `T(g-1)` | otherwise | `Replayed` | per [`ReplayPolicy`] |
 //! | `T(g-2)`, `T(g-3)`, ... any older genuine token | | `Replayed` | per [`ReplayPolicy`] |
-//! | a genuine token ahead of `T(g)` | | `InvalidToken` | none |
+//! | `T(g+k)`, a genuine token ahead, `1 <= k <=` [`MAX_AHEAD`], rotation on | | `Rotated(T(g+k+1))` | g+k+1, rotated_at = now (a restored session continues its chain) |
+//! | a genuine token further ahead | | `InvalidToken` | none |
 //! | anything else (wrong, malformed, empty, huge) | | `InvalidToken` | none |
 //!
 //! The table is one pure function, `baton::decision::decide`; `baton::model::Model` is
@@ -199,6 +239,8 @@ pub mod http;
 mod index;
 #[doc(hidden)]
 pub mod model;
+#[cfg(feature = "persist")]
+mod persist;
 #[cfg(feature = "redis")]
 mod redis;
 mod rng;
@@ -214,8 +256,13 @@ pub use backend::{AuthResult, Backend, BackendError, BoxFuture, DynBackend, Unav
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Builder, ConfigError, MAX_CLIENTS_PER_USER, MAX_SESSION_AGE, MAX_SHARDS};
 pub use credentials::{Authenticated, Credentials, SessionInfo};
-pub use decision::{Policy, ReplayPolicy};
+pub use decision::{Policy, ReplayPolicy, MAX_AHEAD};
 pub use error::{InputError, Rejection, MAX_UID_LEN};
+#[cfg(feature = "persist")]
+pub use persist::{PersistError, PersistOptions, PersistentStore, Secret, CHECKPOINT_AHEAD};
+// The same 32 bytes as the Redis backend's secret, exported once.
+#[cfg(all(feature = "persist", not(feature = "redis")))]
+pub use persist::MIN_SECRET_LEN;
 pub use stats::Stats;
 pub use store::Store;
 #[doc(hidden)]

@@ -74,12 +74,50 @@ impl<C: Clock> Builder<C> {
     /// Checks every setting and builds the store.
     pub fn build(self) -> Result<Store<C>, ConfigError> {
         let config = self.validate()?;
-        Ok(Store::from_config(config, self.into_clock()))
+        Ok(Store::from_config(
+            config,
+            self.into_clock(),
+            MasterKey::from_os(),
+        ))
+    }
+
+    /// [`build`](Self::build) with a token key of the caller's (a durable store's).
+    #[cfg(feature = "persist")]
+    pub(crate) fn build_keyed(self, key: MasterKey) -> Result<Store<C>, ConfigError> {
+        let config = self.validate()?;
+        Ok(Store::from_config(config, self.into_clock(), key))
     }
 }
 
+/// What a sign-in changed, told to a durable store before the call returns (the bare
+/// store's observer ignores it, and the compiler removes it).
+#[cfg_attr(not(feature = "persist"), allow(dead_code))]
+pub(crate) enum Change<'a> {
+    /// A new session, in its fresh state.
+    Issued {
+        uid: &'a str,
+        client: &'a [u8; CLIENT_BYTES],
+        stream: u64,
+        created_ms: u64,
+    },
+    /// The session of this stream ended (evicted, revoked or found expired).
+    Ended { stream: u64 },
+}
+
+/// Why a saved session cannot be restored.
+#[cfg(feature = "persist")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RestoreError {
+    /// The uid is empty or too long.
+    Uid,
+    /// The state word is dead or does not fit its creation time.
+    Word,
+    /// Another restored session has the same (uid, client) or stream.
+    Duplicate,
+}
+
 impl<C: Clock> Store<C> {
-    fn from_config(config: Config, clock: C) -> Self {
+    fn from_config(config: Config, clock: C, key: MasterKey) -> Self {
         let shards = (0..config.shards)
             .map(|_| ShardSlot {
                 index: CachePadded::new(Shard::new()),
@@ -89,7 +127,7 @@ impl<C: Clock> Store<C> {
             shards,
             shard_shift: 64 - config.shards.trailing_zeros(),
             hasher: crate::sync::uid_hasher(),
-            key: MasterKey::from_os(),
+            key,
             counters: Striped::new(),
             settings: config.settings,
             clock,
@@ -131,6 +169,17 @@ impl<C: Clock> Store<C> {
     /// expires first (ties: least recently rotated, then oldest) is revoked in the same
     /// step. Takes the shard's writer lock; lookups do not wait for it.
     pub fn issue<'a>(&self, uid: &'a str) -> Result<Credentials<'a>, InputError> {
+        self.issue_noting(uid, |_| {})
+    }
+
+    /// [`issue`](Self::issue), telling `note` every change it makes, under the shard's
+    /// lock (so a durable store records them in the order they happened).
+    #[inline(always)]
+    pub(crate) fn issue_noting<'a>(
+        &self,
+        uid: &'a str,
+        mut note: impl FnMut(Change<'_>),
+    ) -> Result<Credentials<'a>, InputError> {
         check_uid(uid)?;
         let hash = self.hash(uid);
         let (shard_no, shard) = self.shard(hash);
@@ -166,6 +215,9 @@ impl<C: Clock> Store<C> {
             if victim.evict(seen) {
                 bump(&c.evicted);
                 ended(c);
+                note(Change::Ended {
+                    stream: victim.stream,
+                });
                 if let Some(slot) = w.slot_of(hash, victim, &guard) {
                     w.remove(slot, &guard);
                 }
@@ -180,6 +232,12 @@ impl<C: Clock> Store<C> {
         };
         let stream = (w.next_stream() << (64 - self.shard_shift)) | shard_no as u64;
         w.insert(hash, Session::new(uid, client, stream, now), &guard);
+        note(Change::Issued {
+            uid,
+            client: &client,
+            stream,
+            created_ms: now,
+        });
         bump(&c.issued);
         c.live.fetch_add(1, crate::sync::Ordering::Relaxed);
         self.sweep_step(&mut w, now, c, &guard);
@@ -206,6 +264,19 @@ impl<C: Clock> Store<C> {
         client: &str,
         token: &str,
     ) -> Result<Authenticated<'a>, Rejection> {
+        self.authenticate_noting(uid, client, token, |_| {})
+    }
+
+    /// [`authenticate`](Self::authenticate), calling `rotated` with the new generation
+    /// when it rotates (a durable store's cue to checkpoint a session running ahead).
+    #[inline(always)]
+    pub(crate) fn authenticate_noting<'a>(
+        &self,
+        uid: &'a str,
+        client: &str,
+        token: &str,
+        rotated: impl FnOnce(u64),
+    ) -> Result<Authenticated<'a>, Rejection> {
         let c = self.counters.mine();
         let client = match check_uid(uid).and_then(|()| ClientId::parse(client)) {
             Ok(client) => client,
@@ -229,6 +300,7 @@ impl<C: Clock> Store<C> {
         match verdict {
             Verdict::Rotated(st) => {
                 bump(&c.rotated);
+                rotated(st.generation);
                 let token = tokens.get(st.generation);
                 Ok(Authenticated::Rotated(
                     self.credentials(uid, client, &token, &st),
@@ -262,19 +334,23 @@ impl<C: Clock> Store<C> {
     pub fn revoke(&self, uid: &str, client: &str) -> Result<bool, InputError> {
         check_uid(uid)?;
         let client = ClientId::parse(client)?;
-        self.end_sessions(uid, Some(client.raw())).map(|n| n > 0)
+        self.end_sessions(uid, Some(client.raw()), |_| {})
+            .map(|n| n > 0)
     }
 
     /// Ends every session of `uid`. Returns how many were live.
     pub fn revoke_user(&self, uid: &str) -> Result<usize, InputError> {
         check_uid(uid)?;
-        self.end_sessions(uid, None)
+        self.end_sessions(uid, None, |_| {})
     }
 
-    fn end_sessions(
+    /// Ends the sessions of `uid` (of one client, or all), calling `killed` with the
+    /// stream of each one it ended, under the shard's lock.
+    pub(crate) fn end_sessions(
         &self,
         uid: &str,
         client: Option<&[u8; CLIENT_BYTES]>,
+        mut killed: impl FnMut(u64),
     ) -> Result<usize, InputError> {
         let hash = self.hash(uid);
         let (_, shard) = self.shard(hash);
@@ -289,6 +365,7 @@ impl<C: Clock> Store<C> {
                 return false;
             }
             if let Some(st) = s.kill() {
+                killed(s.stream);
                 ended(c);
                 if now >= self.policy().expiry_ms(&st) {
                     bump(&c.swept);
@@ -458,6 +535,61 @@ fn expired_or_dead(
             bump(&c.swept);
             *expired += 1;
             true
+        }
+    }
+}
+
+/// A durable store's access to the sessions: restore, visit, tell streams apart.
+#[cfg(feature = "persist")]
+impl<C: Clock> Store<C> {
+    /// Puts a saved session back. Only while the store is being loaded, before anyone
+    /// else can reach it; the caller raises the stream floor afterwards.
+    pub(crate) fn restore(
+        &self,
+        uid: &str,
+        client: [u8; CLIENT_BYTES],
+        stream: u64,
+        created_ms: u64,
+        bits: u64,
+    ) -> Result<(), RestoreError> {
+        check_uid(uid).map_err(|_| RestoreError::Uid)?;
+        let session =
+            Session::restored(uid, client, stream, created_ms, bits).ok_or(RestoreError::Word)?;
+        let hash = self.hash(uid);
+        let (_, shard) = self.shard(hash);
+        let guard = epoch::pin();
+        if shard.index.find(hash, uid, &client, &guard).is_some() {
+            return Err(RestoreError::Duplicate);
+        }
+        let hasher = |u: &str| self.hash(u);
+        let mut w = shard.index.write(&hasher, &guard);
+        w.insert(hash, session, &guard);
+        self.counters
+            .mine()
+            .live
+            .fetch_add(1, crate::sync::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes every stream issued from now on differ from every one in `restored`.
+    pub(crate) fn raise_streams(&self, restored: impl Iterator<Item = u64>) {
+        // A stream is (n << log2(shards)) | shard: new ones start above every restored
+        // n, whatever shard count the saved store had.
+        let bits = 64 - self.shard_shift;
+        let floor = restored.map(|s| (s >> bits) + 1).max().unwrap_or(0);
+        let hasher = |u: &str| self.hash(u);
+        let guard = epoch::pin();
+        for shard in self.shards.iter() {
+            shard.index.write(&hasher, &guard).raise_next_stream(floor);
+        }
+    }
+
+    /// Calls `visit` on every session the store holds, dead or alive, one shard at a
+    /// time. Lock-free.
+    pub(crate) fn for_each_session(&self, mut visit: impl FnMut(&Session)) {
+        for shard in self.shards.iter() {
+            let guard = epoch::pin();
+            shard.index.for_each(&guard, &mut visit);
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Every body is generic over the backend and runs, by `for_each_backend!`, against
 //! the embedded `Store`, the same store behind `Arc<dyn DynBackend>`, and (feature
-//! `redis`, `BATON_REDIS_URL` set, as `.ci/redis.sh` does) a `RedisStore`. Without a
+//! `redis`, `BATON_REDIS_URL` set, as `.ci/redis.sh` does) a `RedisStore`, and (feature
+//! `persist`) a `PersistentStore` in a temporary directory. Without a
 //! Redis server the Redis runs say they are skipped.
 
 use std::collections::HashSet;
@@ -658,6 +659,23 @@ macro_rules! for_each_backend {
                 async fn $name() {
                     let picked: Arc<dyn DynBackend> = Arc::new(Store::new());
                     super::$name(picked).await;
+                }
+            )*
+        }
+        #[cfg(feature = "persist")]
+        mod persist {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let secret = baton::Secret::new(vec![7u8; 32]).unwrap();
+                    let store = baton::PersistentStore::open(
+                        Store::builder(),
+                        baton::PersistOptions::new(dir.path(), secret),
+                    )
+                    .unwrap();
+                    super::$name(Arc::new(store)).await;
                 }
             )*
         }

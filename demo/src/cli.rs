@@ -27,6 +27,10 @@ pub const DEMO_USER: (&str, &str) = ("demo@example.com", "demo-password");
 /// not given.
 pub const SECRET_ENV: &str = "BATON_REDIS_SECRET";
 
+/// The environment variable read for the durable store's secret when `--secret-file`
+/// is not given.
+pub const PERSIST_SECRET_ENV: &str = "BATON_SECRET";
+
 const AFTER_HELP: &str = "\
 With --store redis://HOST:PORT/DB, every server started on the same Redis, with the
 same secret and prefix, shares the sessions: a token rotated through one is stale on
@@ -35,6 +39,13 @@ bytes, e.g. `openssl rand -hex 32`) comes from --redis-secret-file or the
 BATON_REDIS_SECRET environment variable; it is never logged. Redis must answer at
 start; afterwards, while it does not, requests get 503 (never 401) and the server
 recovers by itself when it is back.
+
+With --data-dir PATH, the embedded store keeps its sessions in PATH/sessions.redb
+(created owner-only): sign-ins and sign-outs are on disk before they are answered,
+rotations are checkpointed every second, SIGTERM and SIGINT write a final checkpoint,
+and a restart logs nobody out. The token key derives from --secret-file or the
+BATON_SECRET environment variable (at least 32 bytes), never stored in the file. While
+the disk is full or read-only, sign-ins get 503 and signed-in clients keep working.
 
 Sign-in is throttled before any password hash: each client address (an IPv6 one by
 its /64) gets --sign-in-address-burst attempts, then one more every
@@ -80,6 +91,15 @@ pub struct Cli {
     /// environment variable.
     #[arg(long, value_name = "PATH")]
     pub redis_secret_file: Option<PathBuf>,
+    /// Keep the embedded store's sessions in this directory, so restarts log nobody
+    /// out (created 0700 if missing). Needs --secret-file or BATON_SECRET.
+    #[arg(long, value_name = "PATH")]
+    pub data_dir: Option<PathBuf>,
+    /// A file holding the secret the durable store's tokens derive from (at least 32
+    /// bytes; one trailing newline is ignored). Default: the BATON_SECRET environment
+    /// variable.
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
     /// Prepended to every Redis key; servers sharing sessions use the same one.
     #[arg(long, default_value = "baton")]
     pub redis_prefix: String,
@@ -325,6 +345,61 @@ impl Cli {
                 }
             })?;
         let mut state = AppState::with_backend(store, users);
+        self.guards(&mut state);
+        Ok(state)
+    }
+
+    /// Opens the durable store in `dir` (`--data-dir`), loading every saved session,
+    /// and builds the users. Fails if a flag is out of range, the secret is missing,
+    /// short or not the file's, or the file is damaged.
+    pub fn persistent_state(
+        &self,
+        dir: &std::path::Path,
+        cost: HashCost,
+    ) -> Result<AppState<baton::PersistentStore>, FlagError> {
+        let users = self.users(cost)?;
+        let fail = |flag: &'static str, message: String| FlagError { flag, message };
+        let secret = match &self.secret_file {
+            Some(path) => baton::Secret::from_file(path)
+                .map_err(|e| fail("--secret-file", format!("{}: {e}", path.display())))?,
+            None => match std::env::var_os(PERSIST_SECRET_ENV) {
+                Some(v) => {
+                    let mut bytes = v.into_encoded_bytes();
+                    if bytes.ends_with(b"\n") {
+                        bytes.pop();
+                    }
+                    baton::Secret::new(bytes)
+                        .map_err(|e| fail("--secret-file", format!("{PERSIST_SECRET_ENV}: {e}")))?
+                }
+                None => {
+                    return Err(fail(
+                        "--secret-file",
+                        format!(
+                            "--data-dir needs a secret: give --secret-file PATH or set \
+                             {PERSIST_SECRET_ENV} (at least {MIN_SECRET_LEN} bytes)"
+                        ),
+                    ))
+                }
+            },
+        };
+        let store =
+            baton::PersistentStore::open(self.settings(), baton::PersistOptions::new(dir, secret))
+                .map_err(|e| {
+                    let flag = match &e {
+                        baton::PersistError::Config(c) => flag_of(c),
+                        baton::PersistError::WrongKey | baton::PersistError::SecretTooShort => {
+                            "--secret-file"
+                        }
+                        _ => "--data-dir",
+                    };
+                    let mut message = e.to_string();
+                    if let Some(cause) = std::error::Error::source(&e) {
+                        message.push_str(&format!(": {cause}"));
+                    }
+                    fail(flag, message)
+                })?;
+        let mut state = AppState::with_backend(store, users);
+        state.sweep = Some(|s: &baton::PersistentStore| s.store().sweep());
         self.guards(&mut state);
         Ok(state)
     }

@@ -49,6 +49,29 @@ async fn main() -> ExitCode {
     let listen = (args.listen, args.metrics_listen);
     // The plain-text passwords are hashed into the state: keep no copy while serving.
     match args.store.clone() {
+        StoreArg::Memory if args.data_dir.is_some() => {
+            let dir = args.data_dir.clone().expect("checked");
+            let state = args.persistent_state(&dir, HashCost::DEFAULT);
+            drop(args);
+            let store = state.as_ref().ok().map(|s| Arc::clone(&s.store));
+            let code = run(state, listen).await;
+            // The last reference: closing writes the final checkpoint. A task still
+            // holding one drops it as the runtime ends, which checkpoints too.
+            if let Some(Ok(store)) = store.map(Arc::try_unwrap) {
+                match store.close() {
+                    Ok(()) => println!("sessions saved in {}", dir.display()),
+                    Err(e) => {
+                        eprintln!("error: the final checkpoint failed: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            code
+        }
+        StoreArg::Redis(_) if args.data_dir.is_some() => {
+            eprintln!("error: --data-dir is for the embedded store, not --store redis://");
+            ExitCode::from(2)
+        }
         StoreArg::Memory => {
             let state = args.state(HashCost::DEFAULT);
             drop(args);

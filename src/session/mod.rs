@@ -93,6 +93,37 @@ impl Session {
         }
     }
 
+    /// A session restored from its state word as a durable store saved it; `None` if
+    /// the word is dead (a saved session is live) or its rotation time overflows.
+    #[cfg_attr(not(feature = "persist"), allow(dead_code))]
+    pub(crate) fn restored(
+        uid: &str,
+        client: [u8; CLIENT_BYTES],
+        stream: u64,
+        created_ms: u64,
+        bits: u64,
+    ) -> Option<Self> {
+        let word = Word::from_bits(bits);
+        if word.is_dead() || created_ms.checked_add(MAX_OFFSET_MS).is_none() {
+            return None;
+        }
+        Some(Session {
+            state: State::new(word),
+            created_ms,
+            stream,
+            client,
+            uid: CompactString::new(uid),
+        })
+    }
+
+    /// The state word's bits if the session is live: what a durable store saves.
+    #[inline]
+    #[cfg_attr(not(feature = "persist"), allow(dead_code))]
+    pub(crate) fn live_bits(&self) -> Option<u64> {
+        let word = self.state.load();
+        (!word.is_dead()).then(|| word.bits())
+    }
+
     /// The state a fresh session has, created at `created_ms`.
     #[inline]
     pub(crate) fn fresh_state(created_ms: u64) -> SessionState {

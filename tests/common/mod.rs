@@ -107,6 +107,8 @@ pub enum Op {
     Advance(u32),
     SweepAndCount,
     BadUid(u8),
+    /// A clean restart (a durable store closes and reopens; others ignore it).
+    Restart,
 }
 
 pub const USERS: u8 = 3;
@@ -136,6 +138,11 @@ pub fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// [`op`], with clean restarts among them: for a durable store.
+pub fn op_or_restart() -> impl Strategy<Value = Op> {
+    prop_oneof![12 => op(), 1 => Just(Op::Restart)]
+}
+
 /// A store, or anything that answers like one.
 pub trait Subject {
     fn now(&self) -> u64;
@@ -147,6 +154,8 @@ pub trait Subject {
     fn sessions(&self, uid: &str) -> Result<Vec<SessionInfo>, InputError>;
     /// Removes expired sessions, then counts what is held.
     fn live_after_sweep(&self) -> usize;
+    /// Closes and reopens a durable store, which must then answer exactly as before.
+    fn restart(&self) {}
 }
 
 /// The in-memory store on a hand-driven clock.
@@ -289,6 +298,7 @@ pub fn run(subject: &impl Subject, model: &mut Model, ops: &[Op]) -> Result<(), 
                     .map_err(at)?;
             }
             Op::Advance(ms) => subject.advance(u64::from(*ms)),
+            Op::Restart => subject.restart(),
             Op::SweepAndCount => {
                 let got = subject.live_after_sweep();
                 let expected = model.live(now);
