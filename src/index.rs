@@ -436,14 +436,12 @@ impl<'s> Writer<'s> {
         }
     }
 
-
     /// Makes every later stream number at least `floor` (restored sessions keep the
     /// streams they were saved with, so new ones must start above them).
     #[cfg_attr(not(feature = "persist"), allow(dead_code))]
     pub(crate) fn raise_next_stream(&mut self, floor: u64) {
         self.books.next_stream = self.books.next_stream.max(floor);
     }
-
 
     /// The sessions of `uid` with their slots, dead or alive, each once.
     pub(crate) fn of_user<'g>(
