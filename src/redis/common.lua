@@ -67,3 +67,25 @@ end
 -- The highest generation a session reaches (src/session/word.rs's MAX_GENERATION, the
 -- same on both backends); the rotation past it ends the session rather than wrap.
 local max_generation = 67108863
+
+-- The bucket's live-session set ("<tag>:<client>" -> expiry ms): what `live()` counts.
+-- A key of the wrong type there is removed, as `fields` does, then the call is made again.
+local function live_call(cmd, key, ...)
+  local r = redis.pcall(cmd, key, ...)
+  if type(r) == 'table' and r.err then
+    redis.call('DEL', key)
+    r = redis.call(cmd, key, ...)
+  end
+  return r
+end
+
+-- The set outlives its members, as a user's index does, so an abandoned bucket's set
+-- is reclaimed by Redis too.
+local function live_set(key, member, exp)
+  live_call('ZADD', key, int(exp), member)
+  keep_index(key, exp)
+end
+
+local function live_drop(key, member)
+  live_call('ZREM', key, member)
+end
