@@ -26,8 +26,9 @@ local function expire_at(key, deadline)
   redis.call('PEXPIRE', key, string.format('%d', ms))
 end
 
--- A user's index outlives all of the user's sessions: its TTL only ever grows.
-local function keep_index(idx, deadline)
+-- A user's index, and a bucket's live set, outlive every session in them: their
+-- TTL only ever grows.
+local function outlive(idx, deadline)
   local ms = deadline - now + grace
   if redis.call('PTTL', idx) < ms then
     redis.call('PEXPIRE', idx, string.format('%d', ms))
@@ -79,11 +80,10 @@ local function live_call(cmd, key, ...)
   return r
 end
 
--- The set outlives its members, as a user's index does, so an abandoned bucket's set
--- is reclaimed by Redis too.
+-- The set's TTL follows its members', so an abandoned bucket's set is reclaimed too.
 local function live_set(key, member, exp)
   live_call('ZADD', key, int(exp), member)
-  keep_index(key, exp)
+  outlive(key, exp)
 end
 
 local function live_drop(key, member)

@@ -62,6 +62,6 @@ redis.call('HSET', key, 'g', '0', 'c', int(now), 'r', int(now), 'u', '0')
 local exp = expiry(now, now)
 expire_at(key, exp)
 redis.call('ZADD', idx, int(last + 1), client)
-keep_index(idx, exp)
+outlive(idx, exp)
 live_set(live_key, tag .. ':' .. client, exp)
 return {1, exp, evicted}

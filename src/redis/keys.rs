@@ -34,21 +34,25 @@ pub(crate) struct UserKeys {
     pub(crate) live: String,
     /// The user's tag: a live-set member is `<tag>:<client>`.
     pub(crate) tag: String,
-    /// The Redis Cluster slot of every key above.
-    pub(crate) slot: u16,
+    bucket: u16,
 }
 
 impl UserKeys {
     /// The keys of the user whose tag is `tag` (hex, at least three digits).
-    pub(crate) fn new(prefix: &str, tag: &str) -> Self {
+    pub(crate) fn new(prefix: &str, tag: String) -> Self {
         debug_assert!(tag.len() >= 3 && tag.bytes().all(|b| b.is_ascii_hexdigit()));
         let bucket = u16::from_str_radix(tag.get(..3).unwrap_or("0"), 16).unwrap_or(0) % BUCKETS;
         UserKeys {
             base: format!("{prefix}:{{{bucket:03x}}}:{tag}:"),
             live: live_key(prefix, bucket),
-            tag: tag.to_owned(),
-            slot: slot_of_bucket(bucket),
+            tag,
+            bucket,
         }
+    }
+
+    /// The Redis Cluster slot of every key above (only `WAIT` on a cluster needs it).
+    pub(crate) fn slot(&self) -> u16 {
+        slot_of_bucket(self.bucket)
     }
 
     pub(crate) fn index(&self) -> String {
@@ -78,7 +82,7 @@ mod tests {
     #[test]
     fn a_user_keys_share_one_tag() {
         for tag in ["000", "0123456789abcdef0123456789abcdef", "fff1"] {
-            let k = UserKeys::new("baton", tag);
+            let k = UserKeys::new("baton", tag.to_owned());
             let tag_of = |key: &str| {
                 let open = key.find('{').unwrap();
                 let close = open + key[open..].find('}').unwrap();
@@ -91,8 +95,8 @@ mod tests {
             assert!(u16::from_str_radix(&bucket, 16).unwrap() < BUCKETS);
         }
         assert_ne!(
-            UserKeys::new("p", "aaaa").base,
-            UserKeys::new("p", "aaab").base
+            UserKeys::new("p", "aaaa".into()).base,
+            UserKeys::new("p", "aaab".into()).base
         );
     }
 

@@ -368,10 +368,10 @@ fn cluster_seeds(rest: &str, tls: bool) -> Result<Vec<String>, &'static str> {
         Some((auth, hosts)) => (Some(auth), hosts),
         None => (None, rest),
     };
-    let hosts = match hosts.split_once('/') {
-        None | Some((_, "")) | Some((_, "0")) => hosts.split('/').next().unwrap_or(""),
-        Some(_) => return Err("a cluster has database 0 only"),
-    };
+    let (hosts, db) = hosts.split_once('/').unwrap_or((hosts, ""));
+    if !matches!(db, "" | "0") {
+        return Err("a cluster has database 0 only");
+    }
     let scheme = if tls { "rediss" } else { "redis" };
     let seeds: Vec<String> = hosts
         .split(',')
@@ -489,8 +489,9 @@ async fn bounded<T>(
 /// **Atomicity.** Each operation is one Lua script, so one atomic step on the server
 /// (no read-then-write across round trips): loaded once, run by its SHA, loaded again
 /// when Redis has forgotten it (`NOSCRIPT`, after a restart or `SCRIPT FLUSH`). The
-/// scripts read the server's `TIME`, one clock for all nodes. All keys of a user share
-/// one hash tag, so the client cap and `revoke_user` stay atomic on Redis Cluster too.
+/// scripts read the server's `TIME`, one clock for all nodes. A user's keys and the
+/// live-session set of the user's bucket share one hash tag (the bucket), so every
+/// script touches one slot and stays one atomic step on Redis Cluster too.
 ///
 /// **No token material in Redis.** Tokens are derived on the nodes exactly as the
 /// embedded store derives them: `T(g)` is the ChaCha20 keystream at offset `16 g`
@@ -503,8 +504,9 @@ async fn bounded<T>(
 ///
 /// **What Redis sees.** A dump, a replica, the append-only file, `MONITOR` or
 /// `SLOWLOG`, or a `redis://` wire show, per user, a 128-bit keyed hash of the uid
-/// (the `{tag}` in its key names, the same on every node: it links a user's sessions,
-/// it does not name the user); per session, its client id, generation, sign-in and
+/// (in its key names and its live-set entries, the same on every node: it links a
+/// user's sessions, it does not name the user) and its bucket (the hash's first ten
+/// bits); per session, its client id, generation, sign-in and
 /// rotation times, whether its current token has been presented, and its TTL; per call,
 /// the same plus the policy's settings, this node's clock when one is set, and the
 /// generation the presented token has if it is genuine (so an observer learns whether
@@ -525,7 +527,8 @@ async fn bounded<T>(
 ///
 /// **Deployment.** Every node needs the same secret and [`prefix`](RedisBuilder::prefix).
 /// Run Redis with `maxmemory-policy noeviction` (an evicting policy signs users out),
-/// and with persistence if sign-ins should survive a Redis restart. [`live`](Self::live) walks every user;
+/// and with persistence if sign-ins should survive a Redis restart. [`live`](Self::live)
+/// costs 1024 small script calls, whatever the number of users;
 /// [`stats`](Self::stats) counts this node's answers only.
 ///
 /// ```no_run
@@ -602,7 +605,7 @@ impl RedisStore {
 
     /// The key names of `uid`'s sessions, under its tag.
     fn user_keys(&self, uid: &str) -> UserKeys {
-        UserKeys::new(&self.prefix, &self.mac.user_tag(uid))
+        UserKeys::new(&self.prefix, self.mac.user_tag(uid))
     }
 
     /// Opens the connections unless they are open; a failed attempt is retried
@@ -688,7 +691,7 @@ impl RedisStore {
             match &mut con {
                 Conn::One(c) => wait.query_async(c).await,
                 Conn::Cluster(c) => {
-                    let route = Route::new(keys.slot, SlotAddr::Master);
+                    let route = Route::new(keys.slot(), SlotAddr::Master);
                     let at = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
                     redis::from_redis_value(&c.route_command(&wait, at).await?)
                 }
@@ -790,8 +793,7 @@ impl RedisStore {
             Some(k) => inv.arg(k),
             None => inv.arg(""),
         };
-        inv.arg(client.as_str())
-            .arg(format!("{}:{}", keys.tag, client.as_str()));
+        inv.arg(client.as_str()).arg(&keys.tag);
         let revokes = p.replay_policy == ReplayPolicy::RevokeSession;
         // A rotation, and a revocation on replay, are what a failover must not undo.
         let (code, expiry_ms, g): (i64, u64, u64) = self
@@ -846,7 +848,7 @@ impl RedisStore {
             .key(keys.index())
             .key(&keys.live)
             .arg(client.as_str())
-            .arg(format!("{}:{}", keys.tag, client.as_str()));
+            .arg(&keys.tag);
         let live: i64 = self.run_write(&inv, &keys, |&live| live == 1).await?;
         if live == 1 {
             bump(&self.counters.revoked);
@@ -1019,6 +1021,18 @@ mod tests {
             assert_eq!(script.get_hash().len(), 40);
         }
         assert_ne!(s.issue.get_hash(), s.authenticate.get_hash());
+    }
+
+    #[test]
+    fn cluster_urls_name_their_seeds() {
+        assert_eq!(
+            cluster_seeds(":pw@a:1,b:2/0", true).unwrap(),
+            ["rediss://:pw@a:1", "rediss://:pw@b:2"]
+        );
+        assert_eq!(cluster_seeds("a:1,", false).unwrap(), ["redis://a:1"]);
+        assert!(cluster_seeds("a:1/3", false).is_err());
+        assert!(cluster_seeds("", false).is_err());
+        assert!(cluster_seeds("u:p@", false).is_err());
     }
 
     #[test]
