@@ -27,6 +27,9 @@ cargo +nightly fuzz build
 
 # New corpus entries and artifacts go to scratch space: the committed corpus stays
 # small, and only this run's crashes are reported.
+# Known leaks outside baton's code, each explained in the file.
+export LSAN_OPTIONS="suppressions=$PWD/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 

@@ -8,7 +8,8 @@
 //!
 //! The store catches a panic inside redb (which is not hardened against hostile files)
 //! and refuses the file; libFuzzer's hook would abort on it first, so this target's
-//! hook lets through only panics located in redb's own source, and aborts on any other.
+//! hook lets through only panics raised in redb's own code (located there, or raised
+//! by the standard library for it), and aborts on any other.
 #![no_main]
 
 use std::sync::Once;
@@ -23,14 +24,40 @@ fn hook() {
     ONCE.call_once(|| {
         let fuzzer = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let in_redb = info
-                .location()
-                .is_some_and(|l| l.file().contains("/redb-") || l.file().contains("/redb/"));
+            let in_redb = info.location().is_some_and(|l| is_redb(l.file())) || raised_in_redb();
             if !in_redb {
                 fuzzer(info);
             }
         }));
     });
+}
+
+fn is_redb(file: &str) -> bool {
+    file.contains("/redb-") || file.contains("/redb/")
+}
+
+/// Whether the code that panicked is redb's: a panic raised by the standard library on
+/// redb's behalf (an arithmetic overflow in `u64::pow`, an `unwrap` without
+/// `track_caller`) is located in the library, so the first frame past the panic
+/// machinery and the standard library decides.
+fn raised_in_redb() -> bool {
+    // The `Debug` form lists every frame (`Display` stops at the short-backtrace
+    // markers), each as `file: "..."` where the file is known.
+    let trace = format!("{:?}", std::backtrace::Backtrace::force_capture());
+    let files = trace
+        .split("file: \"")
+        .skip(1)
+        .filter_map(|f| f.split('"').next());
+    let library = |f: &str| f.contains("/rustlib/src/rust/library/") || f.starts_with("/rustc/");
+    let mut past_panic = false;
+    for file in files {
+        if file.ends_with("/src/panicking.rs") {
+            past_panic = true;
+        } else if past_panic && !library(file) {
+            return is_redb(file);
+        }
+    }
+    false
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -87,8 +87,26 @@ pub(crate) fn open_database(dir: &Path, secret: &Secret) -> Result<Database, Per
     }
     check_roots(&file)?;
     let db = Database::builder().create_file(file)?;
-    check_meta(&db, secret)?;
-    Ok(db)
+    match check_meta(&db, secret) {
+        Ok(()) => Ok(db),
+        Err(e) => {
+            // Before the error is returned: see `then_drop`.
+            drop(db);
+            Err(e)
+        }
+    }
+}
+
+/// Runs `f` on `handle`, then drops the handle before handing back `f`'s result.
+///
+/// On a damaged file a redb handle's `Drop` may panic (the caller catches it). Rust
+/// does not drop a function's return value when a local's destructor panics after the
+/// value is made (rust-lang/rust#47949), so an error returned past a live handle would
+/// leak. Here the result is a plain local while the handle drops, and unwinding frees it.
+fn then_drop<H, T>(mut handle: H, f: impl FnOnce(&mut H) -> T) -> T {
+    let out = f(&mut handle);
+    drop(handle);
+    out
 }
 
 /// Refuses a file whose header points at a root page larger than the whole file.
@@ -175,34 +193,40 @@ fn create(dir: &Path, path: &Path, secret: &Secret) -> Result<(), PersistError> 
 }
 
 fn check_meta(db: &Database, secret: &Secret) -> Result<(), PersistError> {
-    let tx = db.begin_read()?;
-    let meta = match tx.open_table(META) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Err(PersistError::Foreign),
-        Err(redb::TableError::TableTypeMismatch { .. }) => return Err(PersistError::Foreign),
-        Err(e) => return Err(e.into()),
-    };
-    let get = |k: &str| -> Result<Option<Vec<u8>>, PersistError> {
-        Ok(meta.get(k)?.map(|v| v.value().to_vec()))
-    };
-    if get("magic")?.as_deref() != Some(MAGIC) {
-        return Err(PersistError::Foreign);
-    }
-    let format = get("format")?
-        .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
-        .map(u32::from_le_bytes)
-        .ok_or_else(|| PersistError::Corrupt("no format number".into()))?;
-    if format > FORMAT {
-        return Err(PersistError::NewerVersion(format));
-    }
-    if format < 1 {
-        return Err(PersistError::Corrupt(format!("format {format}")));
-    }
-    let check = get("key_check")?.ok_or_else(|| PersistError::Corrupt("no key check".into()))?;
-    if !secret.matches(&check) {
-        return Err(PersistError::WrongKey);
-    }
-    Ok(())
+    // Every redb handle is dropped through `then_drop`, never past an error.
+    then_drop(db.begin_read()?, |tx| {
+        let meta = match tx.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Err(PersistError::Foreign),
+            Err(redb::TableError::TableTypeMismatch { .. }) => return Err(PersistError::Foreign),
+            Err(e) => return Err(e.into()),
+        };
+        then_drop(meta, |meta| {
+            let get = |k: &str| -> Result<Option<Vec<u8>>, PersistError> {
+                let value = meta.get(k)?;
+                Ok(value.map(|v| then_drop(v, |v| v.value().to_vec())))
+            };
+            if get("magic")?.as_deref() != Some(MAGIC) {
+                return Err(PersistError::Foreign);
+            }
+            let format = get("format")?
+                .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+                .map(u32::from_le_bytes)
+                .ok_or_else(|| PersistError::Corrupt("no format number".into()))?;
+            if format > FORMAT {
+                return Err(PersistError::NewerVersion(format));
+            }
+            if format < 1 {
+                return Err(PersistError::Corrupt(format!("format {format}")));
+            }
+            let check =
+                get("key_check")?.ok_or_else(|| PersistError::Corrupt("no key check".into()))?;
+            if !secret.matches(&check) {
+                return Err(PersistError::WrongKey);
+            }
+            Ok(())
+        })
+    })
 }
 
 /// Every saved record, as the database holds it: read apart from decoding, so that
@@ -218,31 +242,44 @@ pub(crate) struct Rows {
 
 /// Reads every record of the `sessions` table.
 pub(crate) fn read_all(db: &Database) -> Result<Rows, PersistError> {
-    let tx = db.begin_read()?;
-    let table = match tx.open_table(SESSIONS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => {
-            return Err(PersistError::Corrupt("no sessions table".into()))
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let max_stream = match tx.open_table(META)?.get(MAX_STREAM)? {
-        None => None,
-        Some(v) => Some(u64::from_le_bytes(v.value().try_into().map_err(|_| {
-            PersistError::Corrupt("the stream high-water mark does not parse".into())
-        })?)),
-    };
-    let mut rows = Rows {
-        max_stream,
-        bytes: Vec::new(),
-        ends: Vec::new(),
-    };
-    for row in table.iter()? {
-        let (k, v) = row?;
-        rows.bytes.extend_from_slice(v.value());
-        rows.ends.push((k.value(), rows.bytes.len()));
-    }
-    Ok(rows)
+    // Every redb handle is dropped through `then_drop`, never past an error.
+    then_drop(db.begin_read()?, |tx| {
+        let max_stream = then_drop(tx.open_table(META)?, |meta| {
+            let value = meta.get(MAX_STREAM)?;
+            let Some(v) = value else {
+                return Ok(None);
+            };
+            then_drop(v, |v| match <[u8; 8]>::try_from(v.value()) {
+                Ok(b) => Ok(Some(u64::from_le_bytes(b))),
+                Err(_) => Err(PersistError::Corrupt(
+                    "the stream high-water mark does not parse".into(),
+                )),
+            })
+        })?;
+        let table = match tx.open_table(SESSIONS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Err(PersistError::Corrupt("no sessions table".into()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        then_drop(table, |table| {
+            let mut rows = Rows {
+                max_stream,
+                bytes: Vec::new(),
+                ends: Vec::new(),
+            };
+            then_drop(table.iter()?, |iter| {
+                for row in iter {
+                    let (k, v) = row?;
+                    rows.bytes.extend_from_slice(v.value());
+                    rows.ends.push((k.value(), rows.bytes.len()));
+                }
+                Ok::<_, PersistError>(())
+            })?;
+            Ok(rows)
+        })
+    })
 }
 
 /// Puts every record into `store` (fresh, reachable by nobody else yet) and returns

@@ -143,8 +143,14 @@ impl<C: Clock + 'static> PersistentStore<C> {
         // redb's calls run under the catch; the records are decoded outside it.
         let (db, rows) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let db = file::open_database(&dir, &secret)?;
-            let rows = file::read_all(&db)?;
-            Ok::<_, PersistError>((db, rows))
+            match file::read_all(&db) {
+                Ok(rows) => Ok((db, rows)),
+                Err(e) => {
+                    // Before the error is returned: see `file::then_drop`.
+                    drop(db);
+                    Err(e)
+                }
+            }
         }))
         .unwrap_or_else(|_| {
             Err(PersistError::Corrupt(
