@@ -2,7 +2,7 @@
 -- same table in Rust; the two must agree row for row), on generations and times only:
 -- the node has checked the presented token against the session's key and sends no
 -- token, only the generation of a genuine one.
--- KEYS: [1] session hash  [2] the user's index  [3] the bucket's live set
+-- KEYS: [1] session  [2] the user's index  [3] the bucket's live set
 -- ARGV: [5] batch window  [6] min rotation interval  [7] rotation on (1/0)
 --       [8] recovery window  [9] revoke on replay (1/0)
 --       [10] the generation of the presented token if it is genuine, else ''
@@ -18,14 +18,14 @@ local revoke_on_replay = ARGV[9] == '1'
 local client = ARGV[11]
 local member = ARGV[12] .. ':' .. client
 
-local s = fields(KEYS[1], 'g', 'c', 'r', 'u')
-if not s[1] then
-  -- Gone by its TTL, or removed as a key of the wrong type: not live either.
+local s = load(KEYS[1])
+if not s then
+  -- Gone by its TTL, or removed as a key of the wrong form: not live either.
   live_drop(KEYS[3], member)
   return {0, 0, 0}
 end
-local g, created, rotated = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
-local used = s[4] == '1'
+local g, created, rotated = s.g, s.c, s.r
+local used = s.u
 
 local function finish()
   redis.call('DEL', KEYS[1])
@@ -57,7 +57,8 @@ end
 if kind == 'current' then
   if not rotation or since < min_interval then
     if recovery > 0 and not used then
-      redis.call('HSET', KEYS[1], 'u', '1')
+      s.u = true
+      save_keepttl(KEYS[1], s)
     end
     return {2, exp, g}
   end
@@ -67,11 +68,15 @@ if kind == 'current' then
   end
   -- A clock that stepped back never moves the rotation (or expiry) back.
   local at = math.max(now, rotated)
-  redis.call('HSET', KEYS[1], 'g', int(g + 1), 'r', int(at), 'u', '0')
   local next_exp = expiry(created, at)
-  expire_at(KEYS[1], next_exp)
-  outlive(KEYS[2], next_exp)
-  live_set(KEYS[3], member, next_exp)
+  local extend = next_exp > s.x
+  if extend then
+    s.x = cover(created, next_exp)
+    outlive(KEYS[2], s.x)
+  end
+  s.g, s.r, s.u = g + 1, at, false
+  save(KEYS[1], s)
+  live_set(KEYS[3], member, next_exp, s.x, extend)
   return {1, next_exp, g + 1}
 end
 

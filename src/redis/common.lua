@@ -18,14 +18,6 @@ local function expiry(created, rotated)
   return math.min(rotated + lifespan, created + max_age)
 end
 
--- Redis removes a key this long after it stops mattering at `deadline`. The script's
--- own checks decide every answer; the TTL only reclaims memory.
-local function expire_at(key, deadline)
-  local ms = deadline - now + grace
-  if ms < 1 then ms = 1 end
-  redis.call('PEXPIRE', key, string.format('%d', ms))
-end
-
 -- A user's index, and a bucket's live set, outlive every session in them: their
 -- TTL only ever grows.
 local function outlive(idx, deadline)
@@ -39,18 +31,55 @@ local function int(x)
   return string.format('%d', x)
 end
 
--- A key of the wrong type where a user's key belongs (another program's, or an older
--- version's) is removed, not left to fail every call, and sign-in, of that user.
-local function fields(key, ...)
-  local s = redis.pcall('HMGET', key, ...)
-  if type(s) == 'table' and s.err then
+-- A session is one string key, "<generation>:<created>:<rotated>:<used>:<covered>",
+-- so that one SET ... PX writes it and its TTL: every number an integer in ms but
+-- the generation, `used` 1 or 0 (a batch on the current token has been answered),
+-- `covered` the deadline its user's index and its bucket's live set are known to
+-- outlive (their TTL only grows), so that a rotation within it touches neither.
+-- A key of the wrong type or of another form where a session belongs (another
+-- program's, or an older version's) is removed, not left to fail every call: the
+-- session is gone.
+local function load(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' and v.err then
     redis.call('DEL', key)
-    return {}
+    return nil
   end
-  return s
+  if not v then
+    return nil
+  end
+  local g, c, r, u, x = string.match(v, '^(%d+):(%d+):(%d+):([01]):(%d+)$')
+  if not g then
+    redis.call('DEL', key)
+    return nil
+  end
+  return {g = tonumber(g), c = tonumber(c), r = tonumber(r), u = u == '1', x = tonumber(x)}
 end
 
--- The members of a user's index (with their scores when asked), as `fields` does.
+local function encode(s)
+  return int(s.g) .. ':' .. int(s.c) .. ':' .. int(s.r) .. ':' .. (s.u and '1' or '0') .. ':' .. int(s.x)
+end
+
+-- Writes session `s` with its TTL: Redis removes it `grace` after it expires.
+local function save(key, s)
+  local ms = expiry(s.c, s.r) - now + grace
+  if ms < 1 then ms = 1 end
+  redis.call('SET', key, encode(s), 'PX', int(ms))
+end
+
+-- Writes session `s`, keeping its TTL (its expiry has not moved).
+local function save_keepttl(key, s)
+  redis.call('SET', key, encode(s), 'KEEPTTL')
+end
+
+-- How far ahead a session's index and live-set entry are covered when they must be
+-- extended: one more lifespan past `deadline` (never past the maximum age), so a
+-- session rotated on every request extends them once per lifespan, not per call.
+local function cover(created, deadline)
+  return expiry(created, deadline)
+end
+
+-- The members of a user's index (with their scores when asked), as `load` does.
 local function members(idx, withscores)
   local m
   if withscores then
@@ -70,7 +99,7 @@ end
 local max_generation = 67108863
 
 -- The bucket's live-session set ("<tag>:<client>" -> expiry ms): what `live()` counts.
--- A key of the wrong type there is removed, as `fields` does, then the call is made again.
+-- A key of the wrong type there is removed, as `load` does, then the call is made again.
 local function live_call(cmd, key, ...)
   local r = redis.pcall(cmd, key, ...)
   if type(r) == 'table' and r.err then
@@ -80,10 +109,14 @@ local function live_call(cmd, key, ...)
   return r
 end
 
--- The set's TTL follows its members', so an abandoned bucket's set is reclaimed too.
-local function live_set(key, member, exp)
-  live_call('ZADD', key, int(exp), member)
-  outlive(key, exp)
+-- Adds or moves a session's entry. The set's TTL follows its members', so an
+-- abandoned bucket's set is reclaimed too: it is extended to `covered` when asked
+-- (`extend`), and whenever the entry was missing (the set was lost or trimmed).
+local function live_set(key, member, exp, covered, extend)
+  local added = live_call('ZADD', key, int(exp), member)
+  if extend or added == 1 then
+    outlive(key, covered)
+  end
 end
 
 local function live_drop(key, member)

@@ -25,18 +25,18 @@ for i = 1, #entries, 2 do
   local c, order = entries[i], tonumber(entries[i + 1])
   if order > last then last = order end
   local key = base .. 's:' .. c
-  local s = fields(key, 'c', 'r')
-  if not s[1] then
+  local s = load(key)
+  if not s then
     redis.call('ZREM', idx, c)
     live_drop(live_key, tag .. ':' .. c)
   else
-    local e = expiry(tonumber(s[1]), tonumber(s[2]))
+    local e = expiry(s.c, s.r)
     if now >= e then
       redis.call('DEL', key)
       redis.call('ZREM', idx, c)
       live_drop(live_key, tag .. ':' .. c)
     else
-      live[#live + 1] = {c, e, tonumber(s[2]), order}
+      live[#live + 1] = {c, e, s.r, order}
     end
   end
 end
@@ -58,10 +58,10 @@ if #live >= cap then
 end
 
 local key = base .. 's:' .. client
-redis.call('HSET', key, 'g', '0', 'c', int(now), 'r', int(now), 'u', '0')
 local exp = expiry(now, now)
-expire_at(key, exp)
+local s = {g = 0, c = now, r = now, u = false, x = cover(now, exp)}
+save(key, s)
 redis.call('ZADD', idx, int(last + 1), client)
-outlive(idx, exp)
-live_set(live_key, tag .. ':' .. client, exp)
+outlive(idx, s.x)
+live_set(live_key, tag .. ':' .. client, exp, s.x, true)
 return {1, exp, evicted}

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! {prefix}:{<bucket>}:<tag>:i             sorted set: client id -> sign-in order
-//! {prefix}:{<bucket>}:<tag>:s:<client>    hash: generation, sign-in and rotation times, "used"
+//! {prefix}:{<bucket>}:<tag>:s:<client>    string "<generation>:<signed in>:<rotated>:<used>:<covered>" (src/redis/common.lua)
 //! {prefix}:{<bucket>}:live                sorted set: "<tag>:<client>" -> expiry, ms
 //! ```
 //!

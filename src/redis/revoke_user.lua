@@ -6,8 +6,8 @@ local clients = members(KEYS[1], false)
 local live = 0
 for _, c in ipairs(clients) do
   local key = base .. 's:' .. c
-  local s = fields(key, 'c', 'r')
-  if s[1] and now < expiry(tonumber(s[1]), tonumber(s[2])) then
+  local s = load(key)
+  if s and now < expiry(s.c, s.r) then
     live = live + 1
   end
   redis.call('DEL', key)

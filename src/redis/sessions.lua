@@ -7,19 +7,19 @@ local clients = members(KEYS[1], false)
 local out = {}
 for _, c in ipairs(clients) do
   local key = base .. 's:' .. c
-  local s = fields(key, 'g', 'c', 'r')
-  if not s[1] then
+  local s = load(key)
+  if not s then
     redis.call('ZREM', KEYS[1], c)
     live_drop(KEYS[2], ARGV[6] .. ':' .. c)
   else
-    local created, rotated = tonumber(s[2]), tonumber(s[3])
+    local created, rotated = s.c, s.r
     local e = expiry(created, rotated)
     if now >= e then
       redis.call('DEL', key)
       redis.call('ZREM', KEYS[1], c)
       live_drop(KEYS[2], ARGV[6] .. ':' .. c)
     else
-      out[#out + 1] = {c, tonumber(s[1]), created, rotated, e}
+      out[#out + 1] = {c, s.g, created, rotated, e}
     end
   end
 end
