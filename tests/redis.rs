@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use baton::model::{Answer, Issued, Model};
 use baton::{
-    Authenticated, Backend, BackendError, InputError, ManualClock, RedisStore, Rejection,
-    ReplayPolicy, SessionInfo, Store,
+    Authenticated, Backend, BackendError, InputError, ManualClock, RedisBuildError, RedisStore,
+    Rejection, ReplayPolicy, SessionInfo, Store,
 };
 use common::{op, run, settings, Subject};
 use proptest::prelude::*;
@@ -1048,6 +1048,39 @@ fn scripts_flushed_from_redis_are_loaded_again() {
             assert_eq!(cached(info), 1, "authenticate loaded its script again");
         }
         assert_eq!(s.sessions(uid).await.unwrap()[0].generation, 3);
+    });
+}
+
+/// A wrong password is a refusal, named at once, at the default timeout: neither a
+/// wait that ends in `Unavailable` (the connection manager retries a refused connect
+/// after a second) nor a store that answers 503 for ever.
+#[test]
+#[ignore = "starts its own redis-server; run by .ci/redis.sh"]
+fn a_wrong_password_is_rejected_not_unavailable() {
+    needs_redis!();
+    let server = OwnServer::start_with(fault_port(4), &["--requirepass", "right-pass"]);
+    let rt = runtime();
+    let at = |auth: &str| format!("redis://{auth}127.0.0.1:{}/0", server.port);
+    rt.block_on(async {
+        for auth in [":wrong-pass@", ""] {
+            let t0 = std::time::Instant::now();
+            let r = RedisStore::builder(&at(auth))
+                .secret(SECRET)
+                .connect()
+                .await;
+            assert!(
+                matches!(r, Err(RedisBuildError::Rejected(_))),
+                "{auth:?}: {:?}",
+                r.err()
+            );
+            assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        }
+        let s = RedisStore::builder(&at(":right-pass@"))
+            .secret(SECRET)
+            .connect()
+            .await
+            .unwrap();
+        s.issue("password@example.com").await.unwrap();
     });
 }
 

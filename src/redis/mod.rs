@@ -243,6 +243,10 @@ impl RedisBuilder {
     /// and with [`RedisBuildError::Rejected`] if it answers but refuses this client.
     pub async fn connect(self) -> Result<RedisStore, RedisBuildError> {
         let store = self.connect_lazily()?;
+        // One plain attempt first: the connection manager and the cluster client
+        // retry a failed connect (a refusal included) and wrap its error, which would
+        // turn a wrong password or certificate into a timeout.
+        store.target.probe(store.timeout).await?;
         match tokio::time::timeout(store.timeout, store.open()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(classify(&e)),
@@ -300,7 +304,8 @@ impl RedisBuilder {
 /// Where the store connects: one server, or a cluster through its seed nodes.
 enum Target {
     One(redis::Client, ConnectionManagerConfig),
-    Cluster(ClusterClient),
+    /// The cluster client, and a plain client per seed node for [`Target::probe`].
+    Cluster(ClusterClient, Vec<redis::Client>),
 }
 
 impl Target {
@@ -347,6 +352,14 @@ impl Target {
             return Ok(Target::One(client, config));
         }
         let seeds = cluster_seeds(rest, tls).map_err(|e| bad_url(&e))?;
+        let probes = seeds
+            .iter()
+            .map(|seed| match &certs {
+                Some(certs) => redis::Client::build_with_tls(seed.as_str(), certs.clone()),
+                None => redis::Client::open(seed.as_str()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad_url(&e))?;
         let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
             .connection_timeout(timeout)
             .response_timeout(timeout)
@@ -358,7 +371,44 @@ impl Target {
         if let Some(certs) = certs {
             builder = builder.certs(certs);
         }
-        Ok(Target::Cluster(builder.build().map_err(|e| bad_url(&e))?))
+        Ok(Target::Cluster(
+            builder.build().map_err(|e| bad_url(&e))?,
+            probes,
+        ))
+    }
+
+    /// One connection and `PING` to the server, or to each seed node in turn until
+    /// one answers, with no retry: a refusal (password, ACL, certificate) is final and
+    /// named, a node that does not answer passes the turn to the next seed.
+    /// Each seed has an equal share of `limit`.
+    async fn probe(&self, limit: Duration) -> Result<(), RedisBuildError> {
+        let clients = match self {
+            Target::One(client, _) => std::slice::from_ref(client),
+            Target::Cluster(_, seeds) => &seeds[..],
+        };
+        let share = limit / clients.len().max(1) as u32;
+        let mut last = None;
+        for client in clients {
+            let attempt = async {
+                let mut con = client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<String>(&mut con).await
+            };
+            match tokio::time::timeout(share, attempt).await {
+                Ok(Ok(_)) => return Ok(()),
+                Err(_) => {
+                    last = Some(RedisBuildError::Unavailable(Unavailable::new(format!(
+                        "no answer from redis within {share:?}"
+                    ))))
+                }
+                Ok(Err(e)) => match classify(&e) {
+                    refused @ RedisBuildError::Rejected(_) => return Err(refused),
+                    other => last = Some(other),
+                },
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            RedisBuildError::Unavailable(Unavailable::new("no redis node to ask"))
+        }))
     }
 }
 
@@ -515,8 +565,10 @@ async fn bounded<T>(
 /// compute a token without the secret. The secret is what must stay off Redis's hosts:
 /// with it, a uid and a client id, anyone computes that session's tokens. Client ids
 /// are minted here, never by Redis. Expiry is a Redis TTL, so Redis reclaims dead
-/// sessions by itself; a key of the wrong type where a user's key belongs is removed,
-/// not left to block that user.
+/// sessions by itself (a user's index and a bucket's live set are kept one token
+/// lifespan past their newest session, so that a rotation need not extend them: a
+/// rotation costs Redis `TIME`, `GET`, `SET ... PX` and `ZADD`); a key of the wrong
+/// type or form where a user's key belongs is removed, not left to block that user.
 ///
 /// **Failures.** A call that Redis does not answer within the
 /// [`timeout`](RedisBuilder::timeout) (down, paused, restarting) returns
@@ -568,7 +620,7 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
-            .field("cluster", &matches!(self.target, Target::Cluster(_)))
+            .field("cluster", &matches!(self.target, Target::Cluster(..)))
             .field("connections", &self.connections)
             .field("replicas", &self.replicas)
             .field("policy", &self.policy)
@@ -624,7 +676,7 @@ impl RedisStore {
                         .get_connection_manager_with_config(config.clone())
                         .await?,
                 ),
-                Target::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+                Target::Cluster(client, _) => Conn::Cluster(client.get_async_connection().await?),
             });
         }
         Ok(conns.into_boxed_slice())
