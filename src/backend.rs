@@ -183,8 +183,8 @@ pub trait Backend: Send + Sync {
     ) -> impl Future<Output = Result<Vec<SessionInfo>, BackendError<InputError>>> + Send;
 
     /// Sessions held, all users. The embedded store sums its counters ([`Store::len`]:
-    /// expired sessions count until swept); Redis walks every user and counts only
-    /// live ones, so keep it to admin pages and slow metrics.
+    /// expired sessions count until swept); Redis counts live ones exactly, from sets
+    /// its scripts keep (one small script per bucket, no walk over the users).
     fn live(&self) -> impl Future<Output = Result<u64, Unavailable>> + Send;
 
     /// Reclaims expired sessions now; how many ([`Store::sweep`]). Call it every few

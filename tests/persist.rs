@@ -425,6 +425,33 @@ fn truncated_and_bit_flipped_files_are_errors_never_panics() {
     }
 }
 
+/// From the persist_load fuzz target: a header whose primary slot claims a root page
+/// of order 31 (`4096 << 31` bytes) made redb allocate 8 TiB and abort the process.
+/// Such a file is an error, in either commit slot, for the user or the system root.
+#[test]
+fn a_root_page_larger_than_the_file_is_an_error_not_an_abort() {
+    let d = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let s = open(d.path(), &clock);
+    sign_in(&s, "root@example.com");
+    s.close().unwrap();
+    let path = d.path().join("sessions.redb");
+    let good = std::fs::read(&path).unwrap();
+    for at in [64 + 8, 64 + 40, 192 + 8, 192 + 40] {
+        let mut bytes = good.clone();
+        // Mark the root present and give its page number the largest order.
+        bytes[at - 8 + 1] = 1;
+        bytes[at - 8 + 2] = 1;
+        bytes[at + 7] |= 0b1111_1000;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = PersistentStore::open(builder(&clock), PersistOptions::new(d.path(), secret(1)))
+            .unwrap_err();
+        assert!(matches!(e, PersistError::Corrupt(_)), "at {at}: {e:?}");
+    }
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(open(d.path(), &clock).store().len(), 1);
+}
+
 #[test]
 fn concurrent_sign_ins_are_all_durable() {
     let d = tempfile::tempdir().unwrap();

@@ -397,15 +397,21 @@ fn the_server_clock_sets_expiry_and_ttls() {
 /// [`Monitor::start`] until [`Monitor::stop`], as Redis prints them.
 struct Monitor {
     child: Child,
+    url: String,
     marker: String,
     seen: std::sync::mpsc::Receiver<String>,
 }
 
 impl Monitor {
     fn start(marker: String) -> Self {
+        Self::start_on(&url(), marker)
+    }
+
+    /// The same on the server at `url`.
+    fn start_on(url: &str, marker: String) -> Self {
         use std::io::BufRead;
         let mut child = Command::new("redis-cli")
-            .args(["-u", &url(), "monitor"])
+            .args(["-u", url, "monitor"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -429,6 +435,7 @@ impl Monitor {
         });
         Monitor {
             child,
+            url: url.to_owned(),
             marker,
             seen,
         }
@@ -438,7 +445,7 @@ impl Monitor {
     /// once the monitor shows it, it has shown everything run before it.
     fn stop(mut self, rt: &tokio::runtime::Runtime) -> String {
         rt.block_on(async {
-            let mut con = raw(&url()).await;
+            let mut con = raw(&self.url).await;
             let _: String = redis::cmd("ECHO")
                 .arg(&self.marker)
                 .query_async(&mut con)
@@ -452,6 +459,60 @@ impl Monitor {
         assert!(seen.contains(&self.marker));
         seen
     }
+}
+
+/// What of `uid` (as text, hex or its local part) or of `tokens` (their secret
+/// characters, their secret bytes raw or as Redis escapes them) appears in `hay`.
+fn leak_in(hay: &[u8], uid: &str, tokens: &[String]) -> Option<String> {
+    let contains = |needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
+    let local = uid.split('@').next().unwrap_or(uid);
+    for form in [uid, hex.as_str(), local] {
+        if contains(form.as_bytes()) {
+            return Some(format!("the uid ({form})"));
+        }
+    }
+    for (i, t) in tokens.iter().enumerate() {
+        // The first 21 characters are secret bits only (the generation follows).
+        let text = &t[..21];
+        let bytes = &base64_url_decode(t)[..16];
+        let escaped: String = bytes.iter().map(|b| format!("\\x{b:02x}")).collect();
+        if contains(text.as_bytes()) || contains(bytes) || contains(escaped.as_bytes()) {
+            return Some(format!("token {i}"));
+        }
+    }
+    None
+}
+
+/// Every script, on one session: sign-in, 12 rotations, a batch on the previous token,
+/// garbage, the admin read, a replay, a sign-out and a revoke-all. Returns every token
+/// the session had. `between` runs after the admin read (to take a dump).
+fn every_script(
+    rt: &tokio::runtime::Runtime,
+    s: &RedisStore,
+    clock: &ManualClock,
+    uid: &str,
+    between: impl FnOnce(),
+) -> Vec<String> {
+    let c = rt.block_on(s.issue(uid)).unwrap();
+    let client = c.client().as_str().to_owned();
+    let mut tokens = vec![c.token().as_str().to_owned()];
+    for _ in 0..12 {
+        clock.advance(Duration::from_secs(1));
+        let t = tokens.last().unwrap().clone();
+        tokens.push(token_of(
+            &rt.block_on(s.authenticate(uid, &client, &t)).unwrap(),
+        ));
+    }
+    let previous = tokens[tokens.len() - 2].clone();
+    let _ = rt.block_on(s.authenticate(uid, &client, &previous));
+    let _ = rt.block_on(s.authenticate(uid, &client, "not a token"));
+    assert_eq!(rt.block_on(s.sessions(uid)).unwrap().len(), 1);
+    between();
+    let _ = rt.block_on(s.authenticate(uid, &client, &tokens[3]));
+    let _ = rt.block_on(s.revoke(uid, &client));
+    let _ = rt.block_on(s.revoke_user(uid));
+    tokens
 }
 
 /// Every token a session had, and every way its uid could be written, is absent
@@ -484,70 +545,184 @@ fn redis_never_sees_a_token_or_a_uid() {
             .unwrap();
         let uid = "dump.secret-user@example.com";
         let monitor = Monitor::start(format!("{prefix}-end"));
-        let c = rt.block_on(s.issue(uid)).unwrap();
-        let client = c.client().as_str().to_owned();
-        let mut tokens = vec![c.token().as_str().to_owned()];
-        for _ in 0..12 {
-            clock.advance(Duration::from_secs(1));
-            let t = tokens.last().unwrap().clone();
-            tokens.push(token_of(
-                &rt.block_on(s.authenticate(uid, &client, &t)).unwrap(),
-            ));
-        }
-        // A batch on the previous token (inside a window), garbage, a replay, and the
-        // admin reads: every script runs.
-        let previous = tokens[tokens.len() - 2].clone();
-        let _ = rt.block_on(s.authenticate(uid, &client, &previous));
-        let _ = rt.block_on(s.authenticate(uid, &client, "not a token"));
-        assert_eq!(rt.block_on(s.sessions(uid)).unwrap().len(), 1);
-        let held = rt.block_on(dump(&url(), &prefix));
-        let _ = rt.block_on(s.authenticate(uid, &client, &tokens[3]));
-        let _ = rt.block_on(s.revoke(uid, &client));
-        let _ = rt.block_on(s.revoke_user(uid));
+        let mut held = Vec::new();
+        let tokens = every_script(&rt, &s, &clock, uid, || {
+            held = rt.block_on(dump(&url(), &prefix));
+        });
         let seen = monitor.stop(&rt);
         assert!(seen.contains(&prefix), "the monitor saw this test's calls");
-
-        let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
-        let uid_forms = [uid.to_owned(), hex, "secret-user".to_owned()];
-        let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
         assert!(!held.is_empty());
+        assert_eq!(leak_in(seen.as_bytes(), uid, &tokens), None, "in MONITOR");
         for (key, values, _) in &held {
-            for form in &uid_forms {
-                assert!(!key.contains(form.as_str()), "{key} names the uid");
-                for v in values {
-                    assert!(!contains(v, form.as_bytes()), "{key} holds the uid");
-                }
-            }
-        }
-        for form in &uid_forms {
-            assert!(
-                !seen.contains(form.as_str()),
-                "MONITOR shows the uid ({form})"
-            );
-        }
-        for (i, t) in tokens.iter().enumerate() {
-            // The first 21 characters are secret bits only (the generation follows).
-            let secret_text = &t[..21];
-            let secret_bytes = &base64_url_decode(t)[..16];
-            let secret_hex: String = secret_bytes.iter().map(|b| format!("\\x{b:02x}")).collect();
-            assert!(!seen.contains(secret_text), "MONITOR shows token {i}");
-            assert!(
-                !seen.contains(&secret_hex),
-                "MONITOR shows token {i}'s bytes"
-            );
-            for (key, values, _) in &held {
-                assert!(!key.contains(secret_text), "{key} names token {i}");
-                for v in values {
-                    assert!(
-                        !contains(v, secret_text.as_bytes()),
-                        "{key} holds token {i}"
-                    );
-                    assert!(!contains(v, secret_bytes), "{key} holds token {i}'s bytes");
-                }
+            assert_eq!(leak_in(key.as_bytes(), uid, &tokens), None, "in {key}");
+            for v in values {
+                assert_eq!(leak_in(v, uid, &tokens), None, "in {key}'s value");
             }
         }
         rt.block_on(forget(&url(), &prefix));
     }
+}
+
+/// Every bulk string in a Redis reply, one per line.
+fn flatten(v: &redis::Value, out: &mut Vec<u8>) {
+    match v {
+        redis::Value::BulkString(b) => out.extend_from_slice(b),
+        redis::Value::SimpleString(s) => out.extend_from_slice(s.as_bytes()),
+        redis::Value::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        redis::Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
+        _ => {}
+    }
+    out.push(b'\n');
+}
+
+/// Issue 19: the append-only file and `SLOWLOG` (set to log every command) of a
+/// server that ran every script hold no token and no uid. A token planted by hand in
+/// one command is found in both, so the reading is known to see what Redis wrote.
+#[test]
+#[ignore = "starts and kills its own redis-server; run by .ci/redis.sh"]
+fn the_aof_and_slowlog_hold_no_token_and_no_uid() {
+    needs_redis!();
+    let dir = tempfile::tempdir().unwrap();
+    let _server = OwnServer::start_with(
+        fault_port(2),
+        &[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--slowlog-log-slower-than",
+            "0",
+            "--slowlog-max-len",
+            "100000",
+        ],
+    );
+    let url = format!("redis://127.0.0.1:{}/0", fault_port(2));
+    let rt = runtime();
+    let clock = ManualClock::default();
+    let s = rt
+        .block_on(
+            RedisStore::builder(&url)
+                .secret(SECRET)
+                .settings(Store::builder().batch_window(Duration::from_secs(5)))
+                .clock(Arc::new(clock.clone()))
+                .connect(),
+        )
+        .unwrap();
+    let uid = "aof.secret-user@example.com";
+    let tokens = every_script(&rt, &s, &clock, uid, || {});
+    // A token of the same shape, planted by hand.
+    let planted = vec![baton::Store::builder()
+        .build()
+        .unwrap()
+        .issue("planted@example.com")
+        .unwrap()
+        .token()
+        .as_str()
+        .to_owned()];
+    let slowlog = rt.block_on(async {
+        let mut con = raw(&url).await;
+        let _: () = con.set("planted", &planted[0]).await.unwrap();
+        let log: redis::Value = redis::cmd("SLOWLOG")
+            .arg("GET")
+            .arg(-1)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        flatten(&log, &mut out);
+        out
+    });
+    let mut aof = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("appendonlydir")).unwrap() {
+        aof.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let evalsha = |hay: &[u8]| {
+        hay.windows(7)
+            .filter(|w| w.eq_ignore_ascii_case(b"evalsha"))
+            .count()
+    };
+    assert!(evalsha(&slowlog) >= 15, "SLOWLOG logged the scripts");
+    assert!(!aof.is_empty(), "the AOF was written");
+    assert!(
+        leak_in(&aof, "planted@x", &planted).is_some(),
+        "the planted token is in the AOF"
+    );
+    assert!(
+        leak_in(&slowlog, "planted@x", &planted).is_some(),
+        "and in SLOWLOG"
+    );
+    assert_eq!(leak_in(&aof, uid, &tokens), None, "in the AOF");
+    assert_eq!(leak_in(&slowlog, uid, &tokens), None, "in SLOWLOG");
+}
+
+/// `live()` is the exact number of live sessions (sign-ins, less sign-outs,
+/// evictions and expiries) and costs the same whatever the number of users: Redis
+/// runs no `SCAN` or `KEYS` for it, only one small script per bucket. On a server of
+/// its own, so that its `MONITOR` shows no other test's `KEYS`.
+#[test]
+#[ignore = "starts and kills its own redis-server; run by .ci/redis.sh"]
+fn live_counts_exactly_without_a_scan() {
+    needs_redis!();
+    let _server = OwnServer::start(fault_port(3));
+    let url = format!("redis://127.0.0.1:{}/0", fault_port(3));
+    let rt = runtime();
+    let clock = ManualClock::default();
+    let prefix = fresh_prefix("live");
+    let s = rt
+        .block_on(
+            RedisStore::builder(&url)
+                .secret(SECRET)
+                .settings(
+                    Store::builder()
+                        .max_clients_per_user(2)
+                        .token_lifespan(Duration::from_secs(60)),
+                )
+                .clock(Arc::new(clock.clone()))
+                .ttl_grace(Duration::from_secs(600))
+                .connect(),
+        )
+        .unwrap();
+    assert_eq!(rt.block_on(s.live()).unwrap(), 0);
+    let mut sessions = Vec::new();
+    for i in 0..300 {
+        let uid = format!("live-{i}@example.com");
+        let c = rt.block_on(s.issue(&uid)).unwrap();
+        let (client, token) = (
+            c.client().as_str().to_owned(),
+            c.token().as_str().to_owned(),
+        );
+        sessions.push((uid, client, token));
+    }
+    assert_eq!(rt.block_on(s.live()).unwrap(), 300);
+    // Three more on user 0: the cap of two evicts two of its three.
+    for _ in 0..3 {
+        rt.block_on(s.issue("live-0@example.com")).unwrap();
+    }
+    assert_eq!(rt.block_on(s.live()).unwrap(), 301);
+    for (uid, client, _) in &sessions[1..51] {
+        assert!(rt.block_on(s.revoke(uid, client)).unwrap());
+    }
+    assert_eq!(rt.block_on(s.revoke_user("live-0@example.com")).unwrap(), 2);
+    assert_eq!(rt.block_on(s.live()).unwrap(), 249);
+    // Half of the rest rotate 40 s on; at 70 s only they are alive.
+    clock.advance(Duration::from_secs(40));
+    for (uid, client, token) in &sessions[51..176] {
+        rt.block_on(s.authenticate(uid, client, token)).unwrap();
+    }
+    clock.advance(Duration::from_secs(30));
+    let monitor = Monitor::start_on(&url, format!("{prefix}-end"));
+    assert_eq!(rt.block_on(s.live()).unwrap(), 125);
+    let seen = monitor.stop(&rt).to_ascii_lowercase();
+    assert!(seen.contains("evalsha"), "live() ran its scripts");
+    assert!(
+        !seen.contains("\"scan\"") && !seen.contains("\"keys\""),
+        "live() scanned"
+    );
+    // Past every expiry nothing is live, and the sets are emptied on the way.
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(rt.block_on(s.live()).unwrap(), 0);
 }
 
 /// Something else's key where a user's index or session belongs is cleared away:
@@ -611,11 +786,21 @@ fn base64_url_decode(t: &str) -> Vec<u8> {
 struct OwnServer {
     port: u16,
     child: Option<Child>,
+    args: Vec<String>,
 }
 
 impl OwnServer {
     fn start(port: u16) -> Self {
-        let mut s = OwnServer { port, child: None };
+        Self::start_with(port, &[])
+    }
+
+    /// A server with `args` added to the defaults (no persistence): for each start.
+    fn start_with(port: u16, args: &[&str]) -> Self {
+        let mut s = OwnServer {
+            port,
+            child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
         s.restart();
         s
     }
@@ -629,6 +814,7 @@ impl OwnServer {
         let child = Command::new(bin)
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -58,8 +58,9 @@
 //!   connections come back by themselves when Redis does.
 //! - `/metrics` answers 200 even then, so the counters are still scraped:
 //!   `baton_store_up` is 0 and `baton_sessions` is left out rather than reported as
-//!   0. Over Redis, `baton_sessions` counts every live session (it walks every user,
-//!   once per scrape), and the other counters count this server's answers only.
+//!   0. Over Redis, `baton_sessions` counts every live session (from counts the
+//!   scripts keep: no walk over the users), and the other counters count this
+//!   server's answers only.
 
 pub mod app;
 mod body;

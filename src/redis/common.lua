@@ -26,8 +26,9 @@ local function expire_at(key, deadline)
   redis.call('PEXPIRE', key, string.format('%d', ms))
 end
 
--- A user's index outlives all of the user's sessions: its TTL only ever grows.
-local function keep_index(idx, deadline)
+-- A user's index, and a bucket's live set, outlive every session in them: their
+-- TTL only ever grows.
+local function outlive(idx, deadline)
   local ms = deadline - now + grace
   if redis.call('PTTL', idx) < ms then
     redis.call('PEXPIRE', idx, string.format('%d', ms))
@@ -67,3 +68,24 @@ end
 -- The highest generation a session reaches (src/session/word.rs's MAX_GENERATION, the
 -- same on both backends); the rotation past it ends the session rather than wrap.
 local max_generation = 67108863
+
+-- The bucket's live-session set ("<tag>:<client>" -> expiry ms): what `live()` counts.
+-- A key of the wrong type there is removed, as `fields` does, then the call is made again.
+local function live_call(cmd, key, ...)
+  local r = redis.pcall(cmd, key, ...)
+  if type(r) == 'table' and r.err then
+    redis.call('DEL', key)
+    r = redis.call(cmd, key, ...)
+  end
+  return r
+end
+
+-- The set's TTL follows its members', so an abandoned bucket's set is reclaimed too.
+local function live_set(key, member, exp)
+  live_call('ZADD', key, int(exp), member)
+  outlive(key, exp)
+end
+
+local function live_drop(key, member)
+  live_call('ZREM', key, member)
+end

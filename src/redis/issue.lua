@@ -1,11 +1,18 @@
 -- issue: a new session, evicting one if the user is at the cap, one atomic step.
--- KEYS: [1] the user's index (sorted set: client -> issue order)
+-- KEYS: [1] the user's index (sorted set: client -> issue order)  [2] the bucket's live set
 -- ARGV: [5] the user's key prefix  [6] max clients per user  [7] new client id
+--       [8] the user's tag (a live-set member is "<tag>:<client>")
 -- Returns {code, expiry ms, evicted}: code 1 issued, 0 the client id is taken.
 local idx = KEYS[1]
 local base = ARGV[5]
 local cap = tonumber(ARGV[6])
 local client = ARGV[7]
+local live_key = KEYS[2]
+local tag = ARGV[8]
+
+-- Sessions of this bucket that expired since: Redis dropped their keys by TTL, this
+-- drops their live-set entries (`count.lua` does too), so the set stays bounded.
+live_call('ZREMRANGEBYSCORE', live_key, '-inf', int(now))
 
 if redis.call('EXISTS', base .. 's:' .. client) == 1 then
   return {0, 0, 0}
@@ -21,11 +28,13 @@ for i = 1, #entries, 2 do
   local s = fields(key, 'c', 'r')
   if not s[1] then
     redis.call('ZREM', idx, c)
+    live_drop(live_key, tag .. ':' .. c)
   else
     local e = expiry(tonumber(s[1]), tonumber(s[2]))
     if now >= e then
       redis.call('DEL', key)
       redis.call('ZREM', idx, c)
+      live_drop(live_key, tag .. ':' .. c)
     else
       live[#live + 1] = {c, e, tonumber(s[2]), order}
     end
@@ -44,6 +53,7 @@ if #live >= cap then
   end
   redis.call('DEL', base .. 's:' .. v[1])
   redis.call('ZREM', idx, v[1])
+  live_drop(live_key, tag .. ':' .. v[1])
   evicted = 1
 end
 
@@ -52,5 +62,6 @@ redis.call('HSET', key, 'g', '0', 'c', int(now), 'r', int(now), 'u', '0')
 local exp = expiry(now, now)
 expire_at(key, exp)
 redis.call('ZADD', idx, int(last + 1), client)
-keep_index(idx, exp)
+outlive(idx, exp)
+live_set(live_key, tag .. ':' .. client, exp)
 return {1, exp, evicted}

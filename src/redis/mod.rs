@@ -5,12 +5,19 @@ mod mac;
 
 use std::fmt;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{FromRedisValue, Script, ScriptInvocation};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{
+    Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, Script, ScriptInvocation, Value,
+};
+use tokio::sync::OnceCell;
 
 use crate::backend::{AuthResult, Backend, BackendError, Unavailable};
 use crate::clock::{millis, Clock, SystemClock};
@@ -36,6 +43,7 @@ struct Scripts {
     revoke: Script,
     revoke_user: Script,
     sessions: Script,
+    count: Script,
 }
 
 impl Scripts {
@@ -47,6 +55,7 @@ impl Scripts {
             revoke: with_common(include_str!("revoke.lua")),
             revoke_user: with_common(include_str!("revoke_user.lua")),
             sessions: with_common(include_str!("sessions.lua")),
+            count: with_common(include_str!("count.lua")),
         }
     }
 }
@@ -66,7 +75,14 @@ pub enum RedisBuildError {
     Connections,
     /// The URL is not a Redis URL.
     Url(String),
-    /// Redis did not answer.
+    /// The [`ca_file`](RedisBuilder::ca_file) cannot be read or holds no PEM certificate.
+    Tls(String),
+    /// Redis answered but refused this client: a wrong password or user, or a TLS
+    /// certificate that does not chain to the trusted roots or does not name the host.
+    /// Waiting does not fix it (the connection is never downgraded to plain text).
+    Rejected(String),
+    /// Redis did not answer within the timeout: down, not started yet, or unreachable.
+    /// Waiting may fix it; [`RedisBuilder::connect_lazily`] serves meanwhile.
     Unavailable(Unavailable),
 }
 
@@ -84,11 +100,15 @@ impl fmt::Display for RedisBuildError {
                 f.write_str("connections must be between 1 and 256 and timeout must be positive")
             }
             RedisBuildError::Url(e) => write!(f, "bad redis url: {e}"),
+            RedisBuildError::Tls(e) => write!(f, "tls: {e}"),
+            RedisBuildError::Rejected(e) => write!(f, "redis refused this client: {e}"),
             RedisBuildError::Unavailable(e) => e.fmt(f),
         }
     }
 }
 
+// Display says everything (the inner error's text included): no `source`, so a
+// report that walks the chain names each cause once.
 impl std::error::Error for RedisBuildError {}
 
 /// Configures a [`RedisStore`].
@@ -102,9 +122,13 @@ impl std::error::Error for RedisBuildError {}
 /// | [`timeout`](Self::timeout) | 1 s per call, then [`Unavailable`] |
 /// | [`clock`](Self::clock) | the Redis server's `TIME` |
 /// | [`ttl_grace`](Self::ttl_grace) | 0 |
+/// | [`ca_file`](Self::ca_file) | the system's roots (for `rediss`) |
+/// | [`replicas`](Self::replicas) | 0: answer once the primary has the write |
 #[must_use]
 pub struct RedisBuilder {
     url: String,
+    ca_file: Option<PathBuf>,
+    replicas: usize,
     settings: Builder<SystemClock>,
     secret: Option<TokenMac>,
     prefix: String,
@@ -125,6 +149,8 @@ impl fmt::Debug for RedisBuilder {
             .field("timeout", &self.timeout)
             .field("server_clock", &self.clock.is_none())
             .field("ttl_grace", &self.ttl_grace)
+            .field("ca_file", &self.ca_file)
+            .field("replicas", &self.replicas)
             .finish_non_exhaustive()
     }
 }
@@ -183,9 +209,60 @@ impl RedisBuilder {
         self
     }
 
-    /// Checks the settings and opens the connections; fails if Redis does not
-    /// answer within the timeout.
+    /// The PEM file of the certificate authorities to trust for `rediss://` instead
+    /// of the system's roots (a private CA, a self-signed server). A server
+    /// certificate that does not chain to one of them, or does not name the host in
+    /// the URL, fails [`connect`](Self::connect) with [`RedisBuildError::Rejected`].
+    pub fn ca_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.ca_file = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// Waits for `n` replicas to acknowledge every write (a sign-in, a rotation, a
+    /// sign-out, a revocation on replay) before answering it: Redis's `WAIT`, sent
+    /// to the primary that took the write. If fewer acknowledge within the
+    /// [`timeout`](Self::timeout), the call answers [`Unavailable`] (the write may
+    /// still stand: a client that retries with its token gets the batch or recovery
+    /// window's answer).
+    ///
+    /// What a failover loses: replication is asynchronous, so with `n = 0` a primary
+    /// that dies takes with it the writes of its last moments that no replica had
+    /// yet. A lost rotation makes the previous token current again, so the client's
+    /// newest token answers `InvalidToken` (signed out); a lost sign-out brings the
+    /// session back; a lost sign-in leaves a token that was never stored. With
+    /// `n >= 1`, nothing answered as done is lost while one of the `n` replicas that
+    /// acknowledged it is promoted (Redis Cluster promotes the most up-to-date one),
+    /// at the cost of one replica round trip per write.
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+
+    /// Checks the settings, opens the connections and asks Redis a `PING`. Fails with
+    /// [`RedisBuildError::Unavailable`] if Redis does not answer within the timeout,
+    /// and with [`RedisBuildError::Rejected`] if it answers but refuses this client.
     pub async fn connect(self) -> Result<RedisStore, RedisBuildError> {
+        let store = self.connect_lazily()?;
+        match tokio::time::timeout(store.timeout, store.open()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(classify(&e)),
+            Err(_) => {
+                return Err(RedisBuildError::Unavailable(Unavailable::new(format!(
+                    "no answer from redis within {:?}",
+                    store.timeout
+                ))))
+            }
+        }
+        store.ping().await.map_err(RedisBuildError::Unavailable)?;
+        Ok(store)
+    }
+
+    /// Checks the settings and reads the [`ca_file`](Self::ca_file), touching no
+    /// network: the first call connects. Until Redis answers, every call answers
+    /// [`BackendError::Unavailable`] within the [`timeout`](Self::timeout), so a
+    /// service can start before its Redis does. Must be called inside a Tokio runtime
+    /// only if [`connect`](Self::connect) would be.
+    pub fn connect_lazily(self) -> Result<RedisStore, RedisBuildError> {
         let Settings {
             policy,
             max_clients_per_user,
@@ -200,26 +277,11 @@ impl RedisBuilder {
         if !(1..=256).contains(&self.connections) || self.timeout.is_zero() {
             return Err(RedisBuildError::Connections);
         }
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|e| RedisBuildError::Url(e.to_string()))?;
-        // Reconnects in the background after an I/O error; every attempt and every
-        // reply is bounded, and the call itself is bounded again by `timeout`.
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1)
-            .set_factor(10)
-            .set_max_delay(millis(self.timeout));
-        let mut conns = Vec::with_capacity(self.connections);
-        for _ in 0..self.connections {
-            let open = client.get_connection_manager_with_config(manager_config.clone());
-            let con = bounded(self.timeout, open)
-                .await
-                .map_err(RedisBuildError::Unavailable)?;
-            conns.push(con);
-        }
+        let target = Target::new(&self.url, self.ca_file.as_deref(), self.timeout)?;
         Ok(RedisStore {
-            conns: conns.into_boxed_slice(),
+            target,
+            conns: OnceCell::new(),
+            connections: self.connections,
             next: AtomicUsize::new(0),
             scripts: Scripts::new(),
             prefix: self.prefix,
@@ -229,8 +291,177 @@ impl RedisBuilder {
             clock: self.clock,
             grace_ms: millis(self.ttl_grace),
             timeout: self.timeout,
+            replicas: self.replicas,
             counters: Counters::default(),
         })
+    }
+}
+
+/// Where the store connects: one server, or a cluster through its seed nodes.
+enum Target {
+    One(redis::Client, ConnectionManagerConfig),
+    Cluster(ClusterClient),
+}
+
+impl Target {
+    fn new(url: &str, ca_file: Option<&Path>, timeout: Duration) -> Result<Self, RedisBuildError> {
+        let bad_url = |e: &dyn fmt::Display| RedisBuildError::Url(e.to_string());
+        let (cluster, tls, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            (true, false, rest)
+        } else if let Some(rest) = url.strip_prefix("rediss+cluster://") {
+            (true, true, rest)
+        } else {
+            (false, url.starts_with("rediss://"), url)
+        };
+        let certs = match ca_file {
+            None => None,
+            Some(_) if !tls => {
+                return Err(RedisBuildError::Tls(
+                    "a CA file is given but the URL is not rediss:// (no TLS)".into(),
+                ))
+            }
+            Some(path) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(read_pem(path)?),
+            }),
+        };
+        if !cluster {
+            if !(url.starts_with("redis://") || tls) {
+                return Err(bad_url(
+                    &"expected redis://, rediss://, redis+cluster:// or rediss+cluster://",
+                ));
+            }
+            let client = match certs {
+                Some(certs) => redis::Client::build_with_tls(url, certs),
+                None => redis::Client::open(url),
+            }
+            .map_err(|e| bad_url(&e))?;
+            // Reconnects in the background after an I/O error; every attempt and
+            // every reply is bounded, and the call itself is bounded again.
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(timeout)
+                .set_response_timeout(timeout)
+                .set_number_of_retries(1)
+                .set_factor(10)
+                .set_max_delay(millis(timeout));
+            return Ok(Target::One(client, config));
+        }
+        let seeds = cluster_seeds(rest, tls).map_err(|e| bad_url(&e))?;
+        let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            // MOVED, ASK and a failover are retried (the client refreshes its slot
+            // map); the call as a whole stays bounded by `timeout`.
+            .retries(4)
+            .min_retry_wait(10)
+            .max_retry_wait(millis(timeout).max(10));
+        if let Some(certs) = certs {
+            builder = builder.certs(certs);
+        }
+        Ok(Target::Cluster(builder.build().map_err(|e| bad_url(&e))?))
+    }
+}
+
+/// `[user:pass@]h1:p1,h2:p2[/0]` as one URL per seed node.
+fn cluster_seeds(rest: &str, tls: bool) -> Result<Vec<String>, &'static str> {
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (Some(auth), hosts),
+        None => (None, rest),
+    };
+    let (hosts, db) = hosts.split_once('/').unwrap_or((hosts, ""));
+    if !matches!(db, "" | "0") {
+        return Err("a cluster has database 0 only");
+    }
+    let scheme = if tls { "rediss" } else { "redis" };
+    let seeds: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| match auth {
+            Some(a) => format!("{scheme}://{a}@{h}"),
+            None => format!("{scheme}://{h}"),
+        })
+        .collect();
+    if seeds.is_empty() {
+        return Err("a cluster URL names at least one seed node, HOST:PORT[,HOST:PORT...]");
+    }
+    Ok(seeds)
+}
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, RedisBuildError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| RedisBuildError::Tls(format!("cannot read {}: {e}", path.display())))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(RedisBuildError::Tls(format!(
+            "{} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(pem)
+}
+
+/// Whether a failure to connect is Redis refusing this client (a password, an ACL,
+/// a certificate: waiting will not help) or Redis not answering.
+fn classify(e: &RedisError) -> RedisBuildError {
+    let refused_by_server = matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig
+        );
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut tls = false;
+    while let Some(c) = cause {
+        if c.is::<rustls::Error>() {
+            tls = true;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                tls = true;
+            }
+        }
+        cause = c.source();
+    }
+    if refused_by_server || tls {
+        RedisBuildError::Rejected(e.to_string())
+    } else {
+        RedisBuildError::Unavailable(Unavailable::new(format!("redis: {e}")))
+    }
+}
+
+/// A connection to one server or to a whole cluster; both multiplex concurrent calls.
+#[derive(Clone)]
+enum Conn {
+    One(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::One(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::One(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::One(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
     }
 }
 
@@ -258,8 +489,9 @@ async fn bounded<T>(
 /// **Atomicity.** Each operation is one Lua script, so one atomic step on the server
 /// (no read-then-write across round trips): loaded once, run by its SHA, loaded again
 /// when Redis has forgotten it (`NOSCRIPT`, after a restart or `SCRIPT FLUSH`). The
-/// scripts read the server's `TIME`, one clock for all nodes. All keys of a user share
-/// one hash tag, so the client cap and `revoke_user` stay atomic on Redis Cluster too.
+/// scripts read the server's `TIME`, one clock for all nodes. A user's keys and the
+/// live-session set of the user's bucket share one hash tag (the bucket), so every
+/// script touches one slot and stays one atomic step on Redis Cluster too.
 ///
 /// **No token material in Redis.** Tokens are derived on the nodes exactly as the
 /// embedded store derives them: `T(g)` is the ChaCha20 keystream at offset `16 g`
@@ -272,8 +504,9 @@ async fn bounded<T>(
 ///
 /// **What Redis sees.** A dump, a replica, the append-only file, `MONITOR` or
 /// `SLOWLOG`, or a `redis://` wire show, per user, a 128-bit keyed hash of the uid
-/// (the `{tag}` in its key names, the same on every node: it links a user's sessions,
-/// it does not name the user); per session, its client id, generation, sign-in and
+/// (in its key names and its live-set entries, the same on every node: it links a
+/// user's sessions, it does not name the user) and its bucket (the hash's first ten
+/// bits); per session, its client id, generation, sign-in and
 /// rotation times, whether its current token has been presented, and its TTL; per call,
 /// the same plus the policy's settings, this node's clock when one is set, and the
 /// generation the presented token has if it is genuine (so an observer learns whether
@@ -294,7 +527,8 @@ async fn bounded<T>(
 ///
 /// **Deployment.** Every node needs the same secret and [`prefix`](RedisBuilder::prefix).
 /// Run Redis with `maxmemory-policy noeviction` (an evicting policy signs users out),
-/// and with persistence if sign-ins should survive a Redis restart. [`live`](Self::live) walks every user;
+/// and with persistence if sign-ins should survive a Redis restart. [`live`](Self::live)
+/// costs 1024 small script calls, whatever the number of users;
 /// [`stats`](Self::stats) counts this node's answers only.
 ///
 /// ```no_run
@@ -311,7 +545,10 @@ async fn bounded<T>(
 /// # Ok(()) }
 /// ```
 pub struct RedisStore {
-    conns: Box<[ConnectionManager]>,
+    target: Target,
+    /// Opened by the first call (or by `connect`), then kept: each reconnects by itself.
+    conns: OnceCell<Box<[Conn]>>,
+    connections: usize,
     next: AtomicUsize,
     scripts: Scripts,
     prefix: String,
@@ -321,6 +558,7 @@ pub struct RedisStore {
     clock: Option<Arc<dyn Clock>>,
     grace_ms: u64,
     timeout: Duration,
+    replicas: usize,
     /// One set for the whole store: a network round trip costs far more than the
     /// shared cache line these increments touch.
     counters: Counters,
@@ -330,7 +568,9 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
-            .field("connections", &self.conns.len())
+            .field("cluster", &matches!(self.target, Target::Cluster(_)))
+            .field("connections", &self.connections)
+            .field("replicas", &self.replicas)
             .field("policy", &self.policy)
             .field("max_clients_per_user", &self.max_clients_per_user)
             .field("timeout", &self.timeout)
@@ -340,11 +580,19 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// A builder for a store on the Redis at `url` (`redis://HOST:PORT/DB`, or
-    /// `rediss://` with TLS support compiled into `redis`).
+    /// A builder for a store on the Redis at `url`:
+    ///
+    /// - `redis://[USER:PASSWORD@]HOST:PORT[/DB]`: one server;
+    /// - `rediss://...`: the same over TLS (rustls; see [`ca_file`](RedisBuilder::ca_file));
+    /// - `redis+cluster://[USER:PASSWORD@]HOST:PORT,HOST:PORT,...`: Redis Cluster
+    ///   (or Valkey's), from any of these seed nodes; the client follows `MOVED` and
+    ///   `ASK`, slot migrations and failovers;
+    /// - `rediss+cluster://...`: a cluster over TLS.
     pub fn builder(url: &str) -> RedisBuilder {
         RedisBuilder {
             url: url.to_owned(),
+            ca_file: None,
+            replicas: 0,
             settings: Builder::default(),
             secret: None,
             prefix: "baton".to_owned(),
@@ -357,13 +605,40 @@ impl RedisStore {
 
     /// The key names of `uid`'s sessions, under its tag.
     fn user_keys(&self, uid: &str) -> UserKeys {
-        UserKeys::new(&self.prefix, &self.mac.user_tag(uid))
+        UserKeys::new(&self.prefix, self.mac.user_tag(uid))
     }
 
-    fn conn(&self) -> ConnectionManager {
+    /// Opens the connections unless they are open; a failed attempt is retried
+    /// by the next call.
+    async fn open(&self) -> redis::RedisResult<()> {
+        self.conns.get_or_try_init(|| self.open_all()).await?;
+        Ok(())
+    }
+
+    async fn open_all(&self) -> redis::RedisResult<Box<[Conn]>> {
+        let mut conns = Vec::with_capacity(self.connections);
+        for _ in 0..self.connections {
+            conns.push(match &self.target {
+                Target::One(client, config) => Conn::One(
+                    client
+                        .get_connection_manager_with_config(config.clone())
+                        .await?,
+                ),
+                Target::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+            });
+        }
+        Ok(conns.into_boxed_slice())
+    }
+
+    async fn conn(&self) -> redis::RedisResult<Conn> {
+        self.open().await?;
+        let conns = self.conns.get().map_or(&[][..], |c| &c[..]);
         // Relaxed: any spread over the connections will do.
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        self.conns[i].clone()
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % conns.len().max(1);
+        conns
+            .get(i)
+            .cloned()
+            .ok_or_else(|| RedisError::from((redis::ErrorKind::ClientError, "no connection")))
     }
 
     /// Starts a call of `script` with the arguments every script takes.
@@ -380,9 +655,67 @@ impl RedisStore {
         inv
     }
 
+    /// Runs a script that only reads (or whose writes need no replica), connecting
+    /// first if need be, all within the timeout.
     async fn run<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, Unavailable> {
-        let mut con = self.conn();
-        bounded(self.timeout, inv.invoke_async(&mut con)).await
+        bounded(self.timeout, async {
+            let mut con = self.conn().await?;
+            inv.invoke_async(&mut con).await
+        })
+        .await
+    }
+
+    /// Runs a script that writes `keys`' slot, then, if [`replicas`](RedisBuilder::replicas)
+    /// asks for it, waits for that many replicas of the primary that took it.
+    /// `wrote` says from the answer whether anything was written.
+    async fn run_write<T: FromRedisValue>(
+        &self,
+        inv: &ScriptInvocation<'_>,
+        keys: &UserKeys,
+        wrote: impl FnOnce(&T) -> bool,
+    ) -> Result<T, Unavailable> {
+        let (answer, mut con) = bounded(self.timeout, async {
+            let mut con = self.conn().await?;
+            let answer: T = inv.invoke_async(&mut con).await?;
+            Ok((answer, con))
+        })
+        .await?;
+        if self.replicas == 0 || !wrote(&answer) {
+            return Ok(answer);
+        }
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.replicas).arg(millis(self.timeout));
+        // WAIT counts the replicas that have every write this connection sent to
+        // that node, ours included: on a cluster it must go to the slot's primary.
+        let acked: i64 = bounded(self.timeout + Duration::from_millis(200), async {
+            match &mut con {
+                Conn::One(c) => wait.query_async(c).await,
+                Conn::Cluster(c) => {
+                    let route = Route::new(keys.slot(), SlotAddr::Master);
+                    let at = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                    redis::from_redis_value(&c.route_command(&wait, at).await?)
+                }
+            }
+        })
+        .await?;
+        if acked < self.replicas as i64 {
+            return Err(Unavailable::new(format!(
+                "{acked} of {} replicas acknowledged the write within {:?}",
+                self.replicas, self.timeout
+            )));
+        }
+        Ok(answer)
+    }
+
+    /// One round trip (to every primary of a cluster), connecting first if need be:
+    /// `Ok` once Redis answers.
+    pub async fn ping(&self) -> Result<(), Unavailable> {
+        bounded(self.timeout, async {
+            let mut con = self.conn().await?;
+            redis::cmd("PING").query_async::<String>(&mut con).await
+        })
+        .await
+        .map(drop)
     }
 
     /// Signs `uid` in on a new device, evicting one session if the user is at the
@@ -397,10 +730,14 @@ impl RedisStore {
             let client = ClientId::from_raw(crate::rng::client_bytes());
             let mut inv = self.invocation(&self.scripts.issue);
             inv.key(keys.index())
+                .key(&keys.live)
                 .arg(&keys.base)
                 .arg(self.max_clients_per_user)
-                .arg(client.as_str());
-            let (code, expiry_ms, evicted): (i64, u64, i64) = self.run(&inv).await?;
+                .arg(client.as_str())
+                .arg(&keys.tag);
+            let (code, expiry_ms, evicted): (i64, u64, i64) = self
+                .run_write(&inv, &keys, |&(code, _, _): &(i64, u64, i64)| code == 1)
+                .await?;
             // 0: the user already holds this client id (2^-96 odds); draw again.
             if code == 1 {
                 bump(&self.counters.issued);
@@ -446,6 +783,7 @@ impl RedisStore {
         let mut inv = self.invocation(&self.scripts.authenticate);
         inv.key(keys.session(client.as_str()))
             .key(keys.index())
+            .key(&keys.live)
             .arg(p.batch_window_ms)
             .arg(p.min_rotation_interval_ms)
             .arg(u8::from(p.rotation))
@@ -455,8 +793,14 @@ impl RedisStore {
             Some(k) => inv.arg(k),
             None => inv.arg(""),
         };
-        inv.arg(client.as_str());
-        let (code, expiry_ms, g): (i64, u64, u64) = self.run(&inv).await?;
+        inv.arg(client.as_str()).arg(&keys.tag);
+        let revokes = p.replay_policy == ReplayPolicy::RevokeSession;
+        // A rotation, and a revocation on replay, are what a failover must not undo.
+        let (code, expiry_ms, g): (i64, u64, u64) = self
+            .run_write(&inv, &keys, |&(code, _, _): &(i64, u64, u64)| {
+                code == 1 || (code == -2 && revokes)
+            })
+            .await?;
         let mut answer = |token_generation: u64| {
             let token = Token::encode(&tokens.get(token_generation));
             Credentials {
@@ -502,8 +846,10 @@ impl RedisStore {
         let mut inv = self.invocation(&self.scripts.revoke);
         inv.key(keys.session(client.as_str()))
             .key(keys.index())
-            .arg(client.as_str());
-        let live: i64 = self.run(&inv).await?;
+            .key(&keys.live)
+            .arg(client.as_str())
+            .arg(&keys.tag);
+        let live: i64 = self.run_write(&inv, &keys, |&live| live == 1).await?;
         if live == 1 {
             bump(&self.counters.revoked);
         }
@@ -515,8 +861,11 @@ impl RedisStore {
         check_uid(uid).map_err(BackendError::Refused)?;
         let keys = self.user_keys(uid);
         let mut inv = self.invocation(&self.scripts.revoke_user);
-        inv.key(keys.index()).arg(&keys.base);
-        let n: u64 = self.run(&inv).await?;
+        inv.key(keys.index())
+            .key(&keys.live)
+            .arg(&keys.base)
+            .arg(&keys.tag);
+        let n: u64 = self.run_write(&inv, &keys, |&n| n > 0).await?;
         self.counters
             .revoked
             .fetch_add(n, crate::sync::Ordering::Relaxed);
@@ -527,19 +876,21 @@ impl RedisStore {
     /// [`Store::sessions`](crate::Store::sessions).
     pub async fn sessions(&self, uid: &str) -> Result<Vec<SessionInfo>, BackendError<InputError>> {
         check_uid(uid).map_err(BackendError::Refused)?;
-        Ok(self.sessions_at(&self.user_keys(uid).index()).await?)
-    }
-
-    async fn sessions_at(&self, index: &str) -> Result<Vec<SessionInfo>, Unavailable> {
-        let base = index.strip_suffix('i').unwrap_or(index);
+        let keys = self.user_keys(uid);
         let mut inv = self.invocation(&self.scripts.sessions);
-        inv.key(index).arg(base);
+        inv.key(keys.index())
+            .key(&keys.live)
+            .arg(&keys.base)
+            .arg(&keys.tag);
         let rows: Vec<(String, u64, u64, u64, u64)> = self.run(&inv).await?;
         rows.into_iter()
             .map(|(client, generation, created, rotated, expires)| {
                 Ok(SessionInfo {
-                    client: ClientId::parse(&client)
-                        .map_err(|_| Unavailable::new("redis holds a malformed client id"))?,
+                    client: ClientId::parse(&client).map_err(|_| {
+                        BackendError::Unavailable(Unavailable::new(
+                            "redis holds a malformed client id",
+                        ))
+                    })?,
                     generation,
                     created_at_ms: created,
                     rotated_at_ms: rotated,
@@ -549,34 +900,21 @@ impl RedisStore {
             .collect()
     }
 
-    /// Live sessions of every user under this prefix, removing expired ones on the
-    /// way. Walks every user (`SCAN`, then one script per user): for admin pages, not
-    /// for every metrics scrape of a large deployment.
+    /// How many sessions are live under this prefix, exactly, on every node: the sum
+    /// of the [`BUCKETS`](keys::BUCKETS) (1024) live-session sets the scripts keep,
+    /// one small script per set, spread over a cluster's primaries as the sets are.
+    /// Its cost does not grow with the number of users (no `SCAN`).
     pub async fn live(&self) -> Result<u64, Unavailable> {
-        let mut con = self.conn();
-        let pattern = keys::index_pattern(&self.prefix);
-        let mut cursor = 0u64;
-        let mut live = 0u64;
-        loop {
-            let (next, indexes): (u64, Vec<String>) = bounded(
-                self.timeout,
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut con),
-            )
-            .await?;
-            for index in indexes {
-                live += self.sessions_at(&index).await?.len() as u64;
-            }
-            if next == 0 {
-                return Ok(live);
-            }
-            cursor = next;
-        }
+        use futures_util::stream::{self, StreamExt, TryStreamExt};
+        stream::iter(0..keys::BUCKETS)
+            .map(|bucket| async move {
+                let mut inv = self.invocation(&self.scripts.count);
+                inv.key(keys::live_key(&self.prefix, bucket));
+                self.run::<u64>(&inv).await
+            })
+            .buffer_unordered(32)
+            .try_fold(0u64, |sum, n| async move { Ok(sum + n) })
+            .await
     }
 
     /// This process's counters of answers given (other nodes count their own);
@@ -683,6 +1021,18 @@ mod tests {
             assert_eq!(script.get_hash().len(), 40);
         }
         assert_ne!(s.issue.get_hash(), s.authenticate.get_hash());
+    }
+
+    #[test]
+    fn cluster_urls_name_their_seeds() {
+        assert_eq!(
+            cluster_seeds(":pw@a:1,b:2/0", true).unwrap(),
+            ["rediss://:pw@a:1", "rediss://:pw@b:2"]
+        );
+        assert_eq!(cluster_seeds("a:1,", false).unwrap(), ["redis://a:1"]);
+        assert!(cluster_seeds("a:1/3", false).is_err());
+        assert!(cluster_seeds("", false).is_err());
+        assert!(cluster_seeds("u:p@", false).is_err());
     }
 
     #[test]
