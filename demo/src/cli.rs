@@ -267,9 +267,11 @@ impl StoreArg {
         } else if REDIS_SCHEMES.iter().any(|scheme| s.starts_with(scheme)) {
             Ok(StoreArg::Redis(s.to_owned()))
         } else {
-            Err("expected `memory`, `redis://HOST:PORT/DB`, `rediss://HOST:PORT/DB`, \
+            Err(
+                "expected `memory`, `redis://HOST:PORT/DB`, `rediss://HOST:PORT/DB`, \
                  `redis+cluster://HOST:PORT,HOST:PORT,...` or `rediss+cluster://...`"
-                .to_owned())
+                    .to_owned(),
+            )
         }
     }
 }
@@ -425,9 +427,7 @@ impl Cli {
         let (store, waiting) = match builder().connect().await {
             Ok(store) => (store, false),
             Err(RedisBuildError::Unavailable(_)) => {
-                log::warn!(
-                    "redis at {location} not reachable yet: answering 503 until it answers"
-                );
+                log::warn!("redis at {location} not reachable yet: answering 503 until it answers");
                 // The same checks passed a moment ago; this touches no network.
                 let store = builder()
                     .connect_lazily()

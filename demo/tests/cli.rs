@@ -179,16 +179,31 @@ fn a_bad_ca_file_or_a_redis_flag_without_redis_exits_naming_the_flag() {
     let missing = missing.to_str().unwrap();
     let cases: [(&[&str], &str); 6] = [
         (
-            &["--store", "rediss://127.0.0.1:1/0", "--redis-ca-file", missing],
+            &[
+                "--store",
+                "rediss://127.0.0.1:1/0",
+                "--redis-ca-file",
+                missing,
+            ],
             "--redis-ca-file",
         ),
         (
-            &["--store", "rediss+cluster://127.0.0.1:1,127.0.0.1:2", "--redis-ca-file", not_pem],
+            &[
+                "--store",
+                "rediss+cluster://127.0.0.1:1,127.0.0.1:2",
+                "--redis-ca-file",
+                not_pem,
+            ],
             "--redis-ca-file",
         ),
         // A CA file asks for TLS: a plain-text URL with one is a mistake, not a downgrade.
         (
-            &["--store", "redis://127.0.0.1:1/0", "--redis-ca-file", not_pem],
+            &[
+                "--store",
+                "redis://127.0.0.1:1/0",
+                "--redis-ca-file",
+                not_pem,
+            ],
             "--redis-ca-file",
         ),
         (&["--redis-ca-file", not_pem], "--redis-ca-file"),
@@ -249,6 +264,9 @@ fn an_unreachable_redis_at_start_is_logged_and_the_server_starts() {
         ),
         "{log}"
     );
-    assert!(!log.contains("pa55word") && !printed.contains("pa55word"), "{log}");
+    assert!(
+        !log.contains("pa55word") && !printed.contains("pa55word"),
+        "{log}"
+    );
     assert!(!log.contains(secret) && !printed.contains(secret), "{log}");
 }

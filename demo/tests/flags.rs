@@ -338,7 +338,10 @@ fn the_redis_flags_parse_into_the_cli_and_urls_never_show_a_password() {
         cli.store,
         StoreArg::Redis("rediss+cluster://10.0.0.1:6379,10.0.0.2:6380".to_owned())
     );
-    assert_eq!(parse(&["--redis-replicas", "100"]).unwrap().redis_replicas, 100);
+    assert_eq!(
+        parse(&["--redis-replicas", "100"]).unwrap().redis_replicas,
+        100
+    );
     for bad in ["101", "-1", "x", ""] {
         let e = parse(&["--redis-replicas", bad]).unwrap_err().to_string();
         assert!(e.contains("--redis-replicas"), "{bad:?}: {e}");

@@ -3,8 +3,9 @@
 //! - `BATON_REDIS_CLUSTER_URL` (`redis+cluster://H1:P1,...`): two servers on the
 //!   cluster agree on every rotation and sign-out, for users on every shard.
 //! - The binary started with a Redis URL where nothing listens answers 503 and says so
-//!   in its log, then serves once a `redis-server` (started here on a free port) is up,
-//!   with no restart. Needs `redis-server` on the PATH.
+//!   in its log, then serves once a `redis-server` (started here on the port
+//!   `BATON_REDIS_LATE_PORT`, default 6397) is up, with no restart. Needs
+//!   `redis-server` on the PATH.
 //! - `BATON_REDIS_TLS_URL` with `BATON_REDIS_TLS_WRONG_CA` (and `BATON_REDIS_TLS_CA`):
 //!   the binary started with the wrong CA exits at once naming the certificate
 //!   problem; with the right one it serves.
@@ -227,7 +228,7 @@ struct Demo {
 impl Demo {
     /// Starts the binary on free loopback ports and waits until it listens.
     fn start(args: &[&str]) -> Demo {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_baton-demo"))
+        let child = Command::new(env!("CARGO_BIN_EXE_baton-demo"))
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(args)
             .env("BATON_REDIS_SECRET", SECRET)
@@ -235,9 +236,14 @@ impl Demo {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the binary runs");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let collected = Arc::clone(&stderr);
+        // Owned by the guard from here on: a panic below kills and reaps it.
+        let mut demo = Demo {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stderr: Arc::new(Mutex::new(String::new())),
+        };
+        let mut err = BufReader::new(demo.child.stderr.take().unwrap());
+        let collected = Arc::clone(&demo.stderr);
         std::thread::spawn(move || loop {
             let mut line = String::new();
             if err.read_line(&mut line).unwrap_or(0) == 0 {
@@ -245,31 +251,26 @@ impl Demo {
             }
             collected.lock().unwrap().push_str(&line);
         });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut out = BufReader::new(demo.child.stdout.take().unwrap());
         let mut printed = String::new();
         loop {
             let mut line = String::new();
             if out.read_line(&mut line).unwrap_or(0) == 0 {
-                let _ = child.kill();
-                let _ = child.wait();
+                let status = demo.child.wait();
                 // The reader thread has everything once the pipe is closed.
                 std::thread::sleep(Duration::from_millis(100));
                 panic!(
-                    "exited before listening: {printed}{}",
-                    stderr.lock().unwrap()
+                    "exited ({status:?}) before listening: {printed}{}",
+                    demo.log()
                 );
             }
             printed.push_str(&line);
             if let Some(addr) = line.trim().strip_prefix("baton-demo listening on http://") {
-                let addr = addr.parse().unwrap();
+                demo.addr = addr.parse().unwrap();
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut out, &mut std::io::sink());
                 });
-                return Demo {
-                    child,
-                    addr,
-                    stderr,
-                };
+                return demo;
             }
         }
     }
@@ -291,7 +292,13 @@ impl Demo {
         }
     }
 
-    async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp {
         let raw = common::build(method, path, headers, body);
         let exchange = async {
             let mut s = TcpStream::connect(self.addr).await.unwrap();
@@ -348,25 +355,40 @@ impl Drop for RedisServer {
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
-/// A loopback port nothing listens on (as of now).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The environment variable naming the port of the Redis the start-up test starts
+/// late, so that CI and a run by hand on one machine do not collide.
+const LATE_PORT_ENV: &str = "BATON_REDIS_LATE_PORT";
+const LATE_PORT_DEFAULT: u16 = 6397;
+
+/// The port for the late Redis: [`LATE_PORT_ENV`] or [`LATE_PORT_DEFAULT`]. Panics if
+/// the variable is not a port or something already listens there (the test needs a
+/// port where nothing answers until it starts its own server).
+fn late_port() -> u16 {
+    let port = match std::env::var(LATE_PORT_ENV) {
+        Ok(v) => v
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .unwrap_or_else(|| panic!("{LATE_PORT_ENV}={v:?} is not a port")),
+        Err(_) => LATE_PORT_DEFAULT,
+    };
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something already listens on 127.0.0.1:{port}: set {LATE_PORT_ENV} to a free port"
+    );
+    port
 }
 
 /// 503 in devise's error shape, with Retry-After and no credential headers.
 fn assert_unavailable(what: &str, r: &Resp) {
     assert_eq!(r.status, 503, "{what}: {r:?}");
     assert!(
-        r.header("retry-after").is_some_and(|v| v.parse::<u64>().is_ok()),
+        r.header("retry-after")
+            .is_some_and(|v| v.parse::<u64>().is_ok()),
         "{what}: no Retry-After on {r:?}"
     );
     assert!(
@@ -399,7 +421,7 @@ async fn started_before_redis_it_answers_503_then_serves_once_redis_is_up() {
         println!("{test}: skipped, redis-server is not on the PATH");
         return;
     }
-    let port = free_port();
+    let port = late_port();
     let url = format!("redis://127.0.0.1:{port}/0");
     let prefix = fresh_prefix("late");
     let user = "late@example.com";
@@ -504,7 +526,10 @@ async fn a_tls_certificate_the_ca_file_does_not_vouch_for_stops_the_start() {
     assert!(text.contains("--redis-ca-file"), "{text}");
     assert!(text.to_lowercase().contains("certificate"), "{text}");
     assert!(!text.contains("listening"), "{text}");
-    assert!(!text.contains("not reachable yet"), "a refusal is not an outage: {text}");
+    assert!(
+        !text.contains("not reachable yet"),
+        "a refusal is not an outage: {text}"
+    );
     assert!(!text.contains(SECRET), "{text}");
 
     // The control: the same server with its own CA serves.
@@ -525,7 +550,9 @@ async fn a_tls_certificate_the_ca_file_does_not_vouch_for_stops_the_start() {
     let r = demo.sign_in("tls@example.com", PASSWORD).await;
     assert_eq!(r.status, 200, "over TLS with the right CA: {r:?}");
     let c = r.assert_authenticated();
-    let r = demo.request("DELETE", "/auth/sign_out", &c.headers(), b"").await;
+    let r = demo
+        .request("DELETE", "/auth/sign_out", &c.headers(), b"")
+        .await;
     assert_eq!(r.status, 200, "{r:?}");
     assert!(!demo.log().contains("not reachable"), "{}", demo.log());
 }
