@@ -6,6 +6,8 @@
 //!   in its log, then serves once a `redis-server` (started here on the port
 //!   `BATON_REDIS_LATE_PORT`, default 6397) is up, with no restart. Needs
 //!   `redis-server` on the PATH.
+//! - `BATON_REDIS_CLUSTER_URL` again: `--redis-replicas 1` serves (each primary has a
+//!   replica), `--redis-replicas 2` answers every write 503 with no token.
 //! - `BATON_REDIS_TLS_URL` with `BATON_REDIS_TLS_WRONG_CA` (and `BATON_REDIS_TLS_CA`):
 //!   the binary started with the wrong CA exits at once naming the certificate
 //!   problem; with the right one it serves.
@@ -479,9 +481,9 @@ async fn started_before_redis_it_answers_503_then_serves_once_redis_is_up() {
     assert!(!demo.log().contains(&c0.token), "{}", demo.log());
 }
 
-/// The binary's exit status and output, or `None` if it still runs after `within`
-/// (it is then killed).
-fn exits_within(mut cmd: Command, within: Duration) -> Option<(bool, String)> {
+/// Whether the binary exited successfully (`None`: it still ran after `within` and
+/// was killed), and what it printed.
+fn exits_within(mut cmd: Command, within: Duration) -> (Option<bool>, String) {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -490,7 +492,7 @@ fn exits_within(mut cmd: Command, within: Duration) -> Option<(bool, String)> {
     let deadline = Instant::now() + within;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
+            break Some(status.success());
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -498,11 +500,11 @@ fn exits_within(mut cmd: Command, within: Duration) -> Option<(bool, String)> {
             break None;
         }
         std::thread::sleep(Duration::from_millis(20));
-    }?;
+    };
     let mut text = String::new();
     let _ = child.stdout.take().unwrap().read_to_string(&mut text);
     let _ = child.stderr.take().unwrap().read_to_string(&mut text);
-    Some((status.success(), text))
+    (status, text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,13 +516,16 @@ async fn a_tls_certificate_the_ca_file_does_not_vouch_for_stops_the_start() {
     let (url, wrong_ca) = (&vars[0], &vars[1]);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton-demo"));
     cmd.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        // The default --redis-timeout-ms (1 s), as an operator runs it: a refusal
+        // must be told from an outage within it.
         .args(["--store", url, "--redis-ca-file", wrong_ca])
-        .args(["--redis-timeout-ms", "2000"])
         .env("BATON_REDIS_SECRET", SECRET);
     let started = Instant::now();
     // Bounded, not a performance check: a start-up that retried would run forever.
-    let (ok, text) = exits_within(cmd, PATIENCE)
-        .unwrap_or_else(|| panic!("still running after {PATIENCE:?}: it retries a refusal"));
+    let (status, text) = exits_within(cmd, PATIENCE);
+    let Some(ok) = status else {
+        panic!("still running after {PATIENCE:?}: it took a refusal for an outage:\n{text}");
+    };
     println!("exited in {:?}: {text}", started.elapsed());
     assert!(!ok, "started with the wrong CA: {text}");
     assert!(text.contains("--redis-ca-file"), "{text}");
@@ -555,4 +560,64 @@ async fn a_tls_certificate_the_ca_file_does_not_vouch_for_stops_the_start() {
         .await;
     assert_eq!(r.status, 200, "{r:?}");
     assert!(!demo.log().contains("not reachable"), "{}", demo.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_replicas_waits_for_the_replicas_and_answers_503_when_too_few_ack() {
+    let test = "redis_replicas_waits_for_the_replicas_and_answers_503_when_too_few_ack";
+    let Some(vars) = env(test, &["BATON_REDIS_CLUSTER_URL"]) else {
+        return;
+    };
+    let url = &vars[0];
+    let prefix = fresh_prefix("replicas");
+    let user = "replicas@example.com";
+    let login = format!("{user}:{PASSWORD}");
+    // Every primary of the test cluster has one replica: one acknowledges every write.
+    let one = Demo::start(&[
+        "--store",
+        url,
+        "--redis-replicas",
+        "1",
+        "--redis-prefix",
+        &prefix,
+        "--user",
+        &login,
+    ]);
+    let r = one.sign_in(user, PASSWORD).await;
+    assert_eq!(r.status, 200, "sign-in acknowledged by a replica: {r:?}");
+    let c0 = r.assert_authenticated();
+    let r = one.request("GET", "/api/me", &c0.headers(), b"").await;
+    assert_eq!(r.status, 200, "rotation acknowledged by a replica: {r:?}");
+    let c1 = r.assert_authenticated();
+    assert_ne!(c1.token, c0.token, "rotated");
+
+    // Two replicas never acknowledge: every write answers 503 and hands out no token.
+    let two = Demo::start(&[
+        "--store",
+        url,
+        "--redis-replicas",
+        "2",
+        "--redis-timeout-ms",
+        "300",
+        "--redis-prefix",
+        &prefix,
+        "--user",
+        &login,
+    ]);
+    let r = two.sign_in(user, PASSWORD).await;
+    assert_unavailable("sign-in without enough replicas", &r);
+    let r = two.request("GET", "/api/me", &c1.headers(), b"").await;
+    assert_unavailable("rotation without enough replicas", &r);
+    // The client kept c1, and c1 still works (as the current token, or within the
+    // batch window should the unacknowledged rotation stand).
+    let r = one.request("GET", "/api/me", &c1.headers(), b"").await;
+    assert_eq!(r.status, 200, "the token kept after a 503: {r:?}");
+    let c2 = r.assert_authenticated();
+    let r = one
+        .request("DELETE", "/auth/sign_out", &c2.headers(), b"")
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    for log in [one.log(), two.log()] {
+        assert!(!log.contains(SECRET) && !log.contains(&c0.token), "{log}");
+    }
 }
