@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton::{
@@ -32,13 +33,42 @@ pub const SECRET_ENV: &str = "BATON_REDIS_SECRET";
 pub const PERSIST_SECRET_ENV: &str = "BATON_SECRET";
 
 const AFTER_HELP: &str = "\
-With --store redis://HOST:PORT/DB, every server started on the same Redis, with the
+--store takes one of:
+  memory                                   this process only (the default)
+  redis://[USER:PASS@]HOST:PORT[/DB]       one Redis server
+  rediss://[USER:PASS@]HOST:PORT[/DB]      one Redis server over TLS
+  redis+cluster://[USER:PASS@]H1:P1,H2:P2,...
+                                           Redis Cluster, through any of its nodes
+                                           (seeds: the client finds the others)
+  rediss+cluster://[USER:PASS@]H1:P1,...   Redis Cluster over TLS
+A password in the URL is never logged or shown: logs name only the hosts. Over TLS
+the server's certificate must chain to --redis-ca-file (default: the system's roots)
+and name the host in the URL; if it does not, the server does not start (there is
+no fallback to plain text).
+
+With a redis store, every server started on the same Redis (or cluster), with the
 same secret and prefix, shares the sessions: a token rotated through one is stale on
 all, and a sign-out through one ends the session on all. The secret (at least 32
 bytes, e.g. `openssl rand -hex 32`) comes from --redis-secret-file or the
-BATON_REDIS_SECRET environment variable; it is never logged. Redis must answer at
-start; afterwards, while it does not, requests get 503 (never 401) and the server
-recovers by itself when it is back.
+BATON_REDIS_SECRET environment variable; it is never logged. Redis need not answer
+at start: until it does, the server answers 503 (with Retry-After, never 401) and
+its log says so, then serves as soon as Redis answers, with no restart; the same
+holds while Redis is gone later. A Redis that answers but refuses the server (wrong
+password, certificate mismatch) stops it at start.
+
+Failover: Redis copies writes to replicas after answering them. With
+--redis-replicas 0 (the default), a primary that dies takes with it the writes of
+its last moments that had not reached a replica, and the replica promoted in its
+place answers as if they never happened: a lost rotation leaves the previous token
+current again, so the client's newest token is refused (401, signed out); a lost
+sign-out brings the session back; a lost sign-in leaves the client a session Redis
+never kept (401). With --redis-replicas N, every write (sign-in, rotation,
+sign-out, revocation on replay) waits for N replicas to acknowledge it (Redis's
+WAIT) before it is answered, so nothing that was answered 2xx is lost when one of
+them takes over, at the price of one replica round trip per write. If N replicas do
+not acknowledge within --redis-timeout-ms, the request answers 503 and the client
+keeps the token it sent (should the write stand after all, a retry inside the batch
+or recovery window is answered with its result).
 
 With --data-dir PATH, the embedded store keeps its sessions in PATH/sessions.redb
 (created owner-only): sign-ins and sign-outs are on disk before they are answered,
@@ -82,10 +112,21 @@ pub struct Cli {
     /// API's (per-reason counters would tell clients what the uniform 401 hides).
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics_listen: SocketAddr,
-    /// Where sessions live: `memory` (this process only) or `redis://HOST:PORT/DB`
-    /// (shared by every server on that Redis).
-    #[arg(long, value_name = "memory|redis://HOST:PORT/DB", default_value = "memory", value_parser = StoreArg::parse)]
+    /// Where sessions live: `memory` (this process only), or one Redis
+    /// (`redis://HOST:PORT/DB`, `rediss://` for TLS) or a Redis Cluster
+    /// (`redis+cluster://H1:P1,H2:P2,...`, `rediss+cluster://` for TLS) shared by every
+    /// server on it (forms below).
+    #[arg(long, value_name = "STORE", default_value = "memory", value_parser = StoreArg::parse)]
     pub store: StoreArg,
+    /// A PEM file of the certificate authorities to trust for `rediss://` and
+    /// `rediss+cluster://` instead of the system's roots.
+    #[arg(long, value_name = "PATH")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// Replicas that must acknowledge every write before it is answered (Redis's
+    /// WAIT, within --redis-timeout-ms; fewer: 503). 0: off, and a failover may lose
+    /// the last moments' rotations, sign-ins and sign-outs (see below).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = count::<0, 100>)]
+    pub redis_replicas: usize,
     /// A file holding the secret shared by every server on one Redis (at least 32
     /// bytes; one trailing newline is ignored). Default: the BATON_REDIS_SECRET
     /// environment variable.
@@ -207,31 +248,56 @@ fn in_range(s: &str, min: u64, max: u64) -> Result<u64, String> {
 pub enum StoreArg {
     /// The embedded store.
     Memory,
-    /// A Redis URL.
+    /// A Redis URL: one server or a cluster, plain or TLS (see [`REDIS_SCHEMES`]).
     Redis(String),
 }
+
+/// The URL schemes `--store` takes for Redis.
+pub const REDIS_SCHEMES: [&str; 4] = [
+    "redis://",
+    "rediss://",
+    "redis+cluster://",
+    "rediss+cluster://",
+];
 
 impl StoreArg {
     fn parse(s: &str) -> Result<StoreArg, String> {
         if s == "memory" {
             Ok(StoreArg::Memory)
-        } else if s.starts_with("redis://") || s.starts_with("rediss://") {
+        } else if REDIS_SCHEMES.iter().any(|scheme| s.starts_with(scheme)) {
             Ok(StoreArg::Redis(s.to_owned()))
         } else {
-            Err("expected `memory` or `redis://HOST:PORT/DB`".to_owned())
+            Err(
+                "expected `memory`, `redis://HOST:PORT/DB`, `rediss://HOST:PORT/DB`, \
+                 `redis+cluster://HOST:PORT,HOST:PORT,...` or `rediss+cluster://...`"
+                    .to_owned(),
+            )
         }
     }
+}
+
+/// Where a Redis URL points, for logs: scheme, hosts and database, without the
+/// `USER:PASS@` part or a query string (either may carry a password).
+pub fn redis_location(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    // The last `@`: a password may hold one (and `/`, `,`), a host never does.
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
+    let rest = rest.split_once('?').map_or(rest, |(before, _)| before);
+    format!("{scheme}://{rest}")
 }
 
 impl fmt::Debug for StoreArg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreArg::Memory => f.write_str("Memory"),
-            // The URL may carry a password.
-            StoreArg::Redis(url) => match url.rsplit_once('@') {
-                Some((_, host)) => write!(f, "Redis(<redacted>@{host})"),
-                None => write!(f, "Redis({url})"),
-            },
+            // The URL may carry a password, before the hosts or in its query.
+            StoreArg::Redis(url) => {
+                let location = redis_location(url);
+                let (scheme, hosts) = location.split_once("://").unwrap_or(("redis", &location));
+                let user = if url.contains('@') { "<redacted>@" } else { "" };
+                let query = if url.contains('?') { "?<redacted>" } else { "" };
+                write!(f, "Redis({scheme}://{user}{hosts}{query})")
+            }
         }
     }
 }
@@ -267,6 +333,24 @@ fn parse_user(s: &str) -> Result<UserArg, String> {
             password: password.to_owned(),
         }),
         _ => Err("expected EMAIL:PASSWORD, both non-empty".to_owned()),
+    }
+}
+
+/// How often a Redis that did not answer at start is asked again, until it answers.
+pub const PING_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Pings `store` every [`PING_INTERVAL`] until it answers, then logs that it does.
+/// Requests do not wait for it: each one tries Redis by itself (and gets 503 while
+/// it is away); this only tells the operator when the outage at start is over.
+async fn log_when_redis_answers(store: Arc<RedisStore>, location: String) {
+    let mut every = tokio::time::interval(PING_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if store.ping().await.is_ok() {
+            log::info!("redis answers at {location}: serving");
+            return;
+        }
     }
 }
 
@@ -314,8 +398,11 @@ impl Cli {
     }
 
     /// Connects to the Redis at `url` (`--store`) and builds the users. Fails if a
-    /// flag is out of range, the secret is missing or short, or Redis does not answer
-    /// within `--redis-timeout-ms`.
+    /// flag is out of range, the secret is missing or short, the CA file is unusable,
+    /// or Redis answers but refuses the server (a password, a certificate). A Redis
+    /// that does not answer within `--redis-timeout-ms` is not an error: the log says
+    /// so, requests get 503 until it answers, and a task pings it every
+    /// [`PING_INTERVAL`] and logs when it does.
     pub async fn redis_state(
         &self,
         url: &str,
@@ -323,30 +410,62 @@ impl Cli {
     ) -> Result<AppState<RedisStore>, FlagError> {
         let users = self.users(cost)?;
         let secret = self.redis_secret()?;
-        let store = RedisStore::builder(url)
-            // Checked before connecting, so a bad flag is reported as such.
-            .settings(self.settings())
-            .secret(&secret)
-            .prefix(&self.redis_prefix)
-            .timeout(Duration::from_millis(self.redis_timeout_ms))
-            .connect()
-            .await
-            .map_err(|e| {
-                let flag = match &e {
-                    RedisBuildError::Config(c) => flag_of(c),
-                    RedisBuildError::Secret => "--redis-secret-file",
-                    RedisBuildError::Prefix => "--redis-prefix",
-                    RedisBuildError::Connections => "--redis-timeout-ms",
-                    _ => "--store",
-                };
-                FlagError {
-                    flag,
-                    message: e.to_string(),
-                }
-            })?;
+        let builder = || {
+            let b = RedisStore::builder(url)
+                // Checked before connecting, so a bad flag is reported as such.
+                .settings(self.settings())
+                .secret(&secret)
+                .prefix(&self.redis_prefix)
+                .timeout(Duration::from_millis(self.redis_timeout_ms))
+                .replicas(self.redis_replicas);
+            match &self.redis_ca_file {
+                Some(path) => b.ca_file(path),
+                None => b,
+            }
+        };
+        let location = redis_location(url);
+        let (store, waiting) = match builder().connect().await {
+            Ok(store) => (store, false),
+            Err(RedisBuildError::Unavailable(_)) => {
+                log::warn!("redis at {location} not reachable yet: answering 503 until it answers");
+                // The same checks passed a moment ago; this touches no network.
+                let store = builder()
+                    .connect_lazily()
+                    .map_err(|e| self.redis_flag_error(e))?;
+                (store, true)
+            }
+            Err(e) => return Err(self.redis_flag_error(e)),
+        };
         let mut state = AppState::with_backend(store, users);
         self.guards(&mut state);
+        if waiting {
+            tokio::spawn(log_when_redis_answers(Arc::clone(&state.store), location));
+        }
         Ok(state)
+    }
+
+    /// A refusal of the Redis builder, naming the flag that set what it refused.
+    fn redis_flag_error(&self, e: RedisBuildError) -> FlagError {
+        let flag = match &e {
+            RedisBuildError::Config(c) => flag_of(c),
+            RedisBuildError::Secret => "--redis-secret-file",
+            RedisBuildError::Prefix => "--redis-prefix",
+            RedisBuildError::Connections => "--redis-timeout-ms",
+            RedisBuildError::Tls(_) => "--redis-ca-file",
+            // A certificate the CA file does not vouch for is the CA file's flag's
+            // business; a refused password is the URL's. The library tells them
+            // apart only in its message (rustls names the certificate).
+            RedisBuildError::Rejected(why)
+                if self.redis_ca_file.is_some() && why.to_lowercase().contains("certificate") =>
+            {
+                "--redis-ca-file"
+            }
+            _ => "--store",
+        };
+        FlagError {
+            flag,
+            message: e.to_string(),
+        }
     }
 
     /// Opens the durable store in `dir` (`--data-dir`), loading every saved session,

@@ -24,6 +24,17 @@
 //! cargo run --release -p baton-demo -- --store redis://127.0.0.1:6379/0 \
 //!      --redis-secret-file secret --listen 127.0.0.1:3001
 //! ```
+//!
+//! or at a Redis Cluster through some of its nodes, over TLS with a private CA, each
+//! write waiting for one replica:
+//!
+//! ```text
+//! cargo run --release -p baton-demo -- \
+//!      --store rediss+cluster://10.0.0.1:6379,10.0.0.2:6379 --redis-ca-file ca.pem \
+//!      --redis-replicas 1 --redis-secret-file secret
+//! ```
+//!
+//! Redis need not be up first: until it answers, the server answers 503 and logs why.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
@@ -49,6 +60,15 @@ async fn main() -> ExitCode {
     let listen = (args.listen, args.metrics_listen);
     // The plain-text passwords are hashed into the state: keep no copy while serving.
     match args.store.clone() {
+        StoreArg::Memory if args.redis_ca_file.is_some() || args.redis_replicas > 0 => {
+            let flag = if args.redis_ca_file.is_some() {
+                "--redis-ca-file"
+            } else {
+                "--redis-replicas"
+            };
+            eprintln!("error: {flag} is for a redis --store, not --store memory");
+            ExitCode::from(2)
+        }
         StoreArg::Memory if args.data_dir.is_some() => {
             let dir = args.data_dir.clone().expect("checked");
             let state = args.persistent_state(&dir, HashCost::DEFAULT);
@@ -69,7 +89,7 @@ async fn main() -> ExitCode {
             code
         }
         StoreArg::Redis(_) if args.data_dir.is_some() => {
-            eprintln!("error: --data-dir is for the embedded store, not --store redis://");
+            eprintln!("error: --data-dir is for the embedded store, not a redis --store");
             ExitCode::from(2)
         }
         StoreArg::Memory => {

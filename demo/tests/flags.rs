@@ -19,8 +19,9 @@ fn run(args: &[&str]) -> (bool, String) {
 }
 
 /// Every numeric flag, with a value past its range (where it has one clap checks).
-const NUMERIC: [(&str, Option<&str>); 16] = [
+const NUMERIC: [(&str, Option<&str>); 17] = [
     ("--redis-timeout-ms", Some("0")),
+    ("--redis-replicas", Some("101")),
     ("--batch-window-ms", None),
     ("--min-rotation-interval-ms", None),
     ("--recovery-window-ms", None),
@@ -308,4 +309,78 @@ fn the_flags_reach_the_state_they_set() {
     assert_eq!(state.connections.max(), 123);
     assert!(state.users.find("a@example.com").is_some());
     assert!(state.users.find("demo@example.com").is_none());
+}
+
+#[test]
+fn the_redis_flags_parse_into_the_cli_and_urls_never_show_a_password() {
+    use baton_demo::cli::StoreArg;
+    use clap::Parser;
+    let parse = |args: &[&str]| {
+        baton_demo::Cli::try_parse_from(std::iter::once("baton-demo").chain(args.iter().copied()))
+    };
+    let cli = parse(&[]).unwrap();
+    assert_eq!(cli.redis_replicas, 0, "off by default");
+    assert_eq!(cli.redis_ca_file, None);
+    assert_eq!(cli.store, StoreArg::Memory);
+
+    let cli = parse(&[
+        "--store",
+        "rediss+cluster://10.0.0.1:6379,10.0.0.2:6380",
+        "--redis-replicas",
+        "2",
+        "--redis-ca-file",
+        "/etc/baton/ca.pem",
+    ])
+    .unwrap();
+    assert_eq!(cli.redis_replicas, 2);
+    assert_eq!(cli.redis_ca_file, Some(PathBuf::from("/etc/baton/ca.pem")));
+    assert_eq!(
+        cli.store,
+        StoreArg::Redis("rediss+cluster://10.0.0.1:6379,10.0.0.2:6380".to_owned())
+    );
+    assert_eq!(
+        parse(&["--redis-replicas", "100"]).unwrap().redis_replicas,
+        100
+    );
+    for bad in ["101", "-1", "x", ""] {
+        let e = parse(&["--redis-replicas", bad]).unwrap_err().to_string();
+        assert!(e.contains("--redis-replicas"), "{bad:?}: {e}");
+    }
+    let e = parse(&["--redis-ca-file"]).unwrap_err().to_string();
+    assert!(e.contains("--redis-ca-file"), "{e}");
+
+    // Every form, with a password holding the characters that end a host elsewhere
+    // (`@`, `/`, `,`, `?`): Debug and the log's location hide all of it.
+    for (url, debug, location) in [
+        (
+            "redis://ann:pa55@w/rd,x@127.0.0.1:6379/2",
+            "Redis(redis://<redacted>@127.0.0.1:6379/2)",
+            "redis://127.0.0.1:6379/2",
+        ),
+        (
+            "rediss://:pa55@w?rd@cache.internal:6380",
+            "Redis(rediss://<redacted>@cache.internal:6380?<redacted>)",
+            "rediss://cache.internal:6380",
+        ),
+        (
+            "redis+cluster://ann:pa55@w/rd,x@10.0.0.1:7000,10.0.0.2:7001",
+            "Redis(redis+cluster://<redacted>@10.0.0.1:7000,10.0.0.2:7001)",
+            "redis+cluster://10.0.0.1:7000,10.0.0.2:7001",
+        ),
+        (
+            "rediss+cluster://ann:pa55@h1:7000,h2:7001/0?protocol=resp3",
+            "Redis(rediss+cluster://<redacted>@h1:7000,h2:7001/0?<redacted>)",
+            "rediss+cluster://h1:7000,h2:7001/0",
+        ),
+        (
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+            "Redis(redis+cluster://127.0.0.1:7000,127.0.0.1:7001)",
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+        ),
+    ] {
+        let cli = parse(&["--store", url]).unwrap();
+        assert_eq!(format!("{:?}", cli.store), debug, "{url}");
+        assert!(!format!("{cli:?}").contains("pa55"), "{url}");
+        assert_eq!(baton_demo::cli::redis_location(url), location, "{url}");
+    }
 }
