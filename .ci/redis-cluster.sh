@@ -117,8 +117,9 @@ wait_for() { # what, then a command that succeeds once it holds (bounded: 30 s)
 
 echo "== redis cluster on 127.0.0.1:${cluster_ports[0]}..${cluster_ports[5]}"
 for p in "${cluster_ports[@]}"; do
+    # DEBUG SLEEP (a hung node) from loopback only.
     start_server "$p" "cluster-enabled yes" "cluster-node-timeout 1000" \
-        "cluster-config-file nodes-$p.conf"
+        "cluster-config-file nodes-$p.conf" "enable-debug-command local"
 done
 for p in "${cluster_ports[@]}"; do wait_for "node $p to listen" answers "$p"; done
 seeds=()
