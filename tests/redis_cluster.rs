@@ -190,17 +190,22 @@ impl Cluster {
         }
     }
 
-    fn pid(&self, port: u16) -> String {
+    /// The pid of the node on `port`, from its pid file, if that process is still a
+    /// redis-server on that port (a killed node's pid may be anyone's now).
+    fn pid(&self, port: u16) -> Option<String> {
         let file = self.dir.join(port.to_string()).join("redis.pid");
-        std::fs::read_to_string(&file)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-            .trim()
-            .to_owned()
+        let pid = std::fs::read_to_string(file).ok()?.trim().to_owned();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        (cmdline.contains("redis-server") && cmdline.contains(&format!(":{port}"))).then_some(pid)
     }
 
     fn signal(&self, port: u16, sig: &str) {
+        let pid = self
+            .pid(port)
+            .unwrap_or_else(|| panic!("node {port} is not running"));
         let ok = Command::new("kill")
-            .args([sig, &self.pid(port)])
+            .args([sig, &pid])
             .status()
             .expect("kill runs");
         assert!(ok.success(), "kill {sig} node {port}");
@@ -267,11 +272,11 @@ struct Mend<'a> {
 
 impl Drop for Mend<'_> {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.cluster.pid(self.port)])
-            .status();
-        if !Cluster::answers(self.port) && std::thread::panicking() {
-            self.cluster.restart(self.port);
+        match self.cluster.pid(self.port) {
+            Some(pid) => {
+                let _ = Command::new("kill").args(["-CONT", &pid]).status();
+            }
+            None => self.cluster.restart(self.port),
         }
     }
 }
@@ -407,16 +412,21 @@ fn the_cluster_serves_users_on_every_shard() {
 #[derive(Debug, PartialEq)]
 enum Outcome {
     Ok,
-    Unavailable,
+    Unavailable(String),
 }
 
 /// One round: every user authenticates at once with its current token. An answer
 /// is a success (the token it carries becomes current) or `Unavailable`; a refusal,
 /// or a call longer than [`BOUND`], fails the test.
-async fn round(s: &Arc<RedisStore>, users: &mut [(String, String, String)]) -> Vec<Outcome> {
+async fn round(
+    s: &Arc<RedisStore>,
+    users: &mut [(String, String, String)],
+    on_victim: &[bool],
+) -> Vec<Outcome> {
     let tasks: Vec<_> = users
         .iter()
-        .map(|(uid, client, token)| {
+        .zip(on_victim)
+        .map(|((uid, client, token), &v)| {
             let (s, uid, client, token) = (s.clone(), uid.clone(), client.clone(), token.clone());
             tokio::spawn(async move {
                 let start = Instant::now();
@@ -425,8 +435,12 @@ async fn round(s: &Arc<RedisStore>, users: &mut [(String, String, String)]) -> V
                 assert!(took < BOUND, "{uid}: {took:?} for {r:?}");
                 match r {
                     Ok(a) => (Outcome::Ok, Some(token_of(&a))),
-                    Err(BackendError::Unavailable(_)) => (Outcome::Unavailable, None),
-                    Err(e) => panic!("{uid}: refused during a fault: {e:?}"),
+                    Err(BackendError::Unavailable(e)) => {
+                        (Outcome::Unavailable(format!("{e} after {took:?}")), None)
+                    }
+                    Err(e) => panic!(
+                        "{uid} (on the faulty shard: {v}): refused during a fault after {took:?}: {e:?}"
+                    ),
                 }
             })
         })
@@ -496,8 +510,8 @@ fn one_primary_fails(
     let check = |outcomes: &[Outcome], phase: &str| -> usize {
         let mut unavailable = 0;
         for (o, &v) in outcomes.iter().zip(&on_victim) {
-            if *o == Outcome::Unavailable {
-                assert!(v, "{phase}: a user on a healthy shard was not answered");
+            if let Outcome::Unavailable(e) = o {
+                assert!(v, "{phase}: a user on a healthy shard was not answered: {e}");
                 unavailable += 1;
             }
         }
@@ -509,14 +523,14 @@ fn one_primary_fails(
     };
     rt.block_on(async {
         // Before: everyone is answered.
-        let o = round(&s, &mut users).await;
+        let o = round(&s, &mut users, &on_victim).await;
         assert_eq!(check(&o, "before"), 0);
         start_fault(&cluster, victim);
         let began = Instant::now();
         let mut saw_unavailable = 0;
         let mut rounds = 0;
         while !fault_over(&cluster, victim, began) {
-            let o = round(&s, &mut users).await;
+            let o = round(&s, &mut users, &on_victim).await;
             saw_unavailable += check(&o, "during");
             rounds += 1;
             assert!(began.elapsed() < RECOVERY, "the fault did not end");
@@ -529,7 +543,7 @@ fn one_primary_fails(
         // After: the same store answers everyone again, without being rebuilt.
         let recovering = Instant::now();
         loop {
-            let o = round(&s, &mut users).await;
+            let o = round(&s, &mut users, &on_victim).await;
             if check(&o, "after") == 0 {
                 break;
             }
@@ -545,7 +559,7 @@ fn one_primary_fails(
     rt.block_on(async {
         // Every token a round handed out is current: presenting it answers (batched,
         // within the window); the sign-outs stand.
-        let o = round(&s, &mut users).await;
+        let o = round(&s, &mut users, &on_victim).await;
         assert_eq!(check(&o, "healthy"), 0);
         for (uid, client, token) in &signed_out {
             assert_eq!(
@@ -700,7 +714,7 @@ fn password_store(url: &str) -> baton::RedisBuilder {
         .secret(SECRET)
         .prefix(&fresh_prefix("pw"))
         .connections(2)
-        .timeout(TIMEOUT)
+        .timeout(Duration::from_secs(5))
 }
 
 /// `redis://127.0.0.1:PORT/0` with `:password@` put in.
