@@ -844,6 +844,7 @@ fn password_store(url: &str) -> baton::RedisBuilder {
         .secret(SECRET)
         .prefix(&fresh_prefix("pw"))
         .connections(2)
+        .timeout(TIMEOUT)
 }
 
 /// `redis://127.0.0.1:PORT/0` with `:password@` put in.
@@ -859,7 +860,10 @@ fn a_wrong_password_is_rejected_and_the_right_one_works() {
     let url = env("BATON_REDIS_PASSWORD_URL");
     let password = env("BATON_REDIS_PASSWORD");
     rt.block_on(async {
+        // A timeout longer than the client's retry (it answers in about 1.5 s; see
+        // the next test).
         let r = password_store(&with_password(&url, "wrong"))
+            .timeout(Duration::from_secs(5))
             .connect()
             .await;
         assert!(
@@ -873,6 +877,24 @@ fn a_wrong_password_is_rejected_and_the_right_one_works() {
             .expect("the right password");
         round_trip(&s).await;
     });
+}
+
+/// The same at the default timeout (1 s), and at the fault tests' 500 ms.
+#[test]
+#[ignore = "library bug: a wrong password is Unavailable, not Rejected, unless the timeout outlasts the connection manager's retry (see the cluster-ci report)"]
+fn a_wrong_password_is_rejected_within_the_default_timeout() {
+    needs!("BATON_REDIS_PASSWORD_URL", "BATON_REDIS_PASSWORD");
+    let _serial = serial();
+    let rt = runtime();
+    let url = with_password(&env("BATON_REDIS_PASSWORD_URL"), "wrong");
+    for timeout in [Duration::from_secs(1), TIMEOUT] {
+        let r = rt.block_on(password_store(&url).timeout(timeout).connect());
+        assert!(
+            matches!(r, Err(RedisBuildError::Rejected(_))),
+            "at {timeout:?}: {:?}",
+            r.err()
+        );
+    }
 }
 
 #[test]
