@@ -112,6 +112,25 @@ async fn dump(url: &str, prefix: &str) -> Vec<(String, Vec<Vec<u8>>, i64)> {
 }
 
 async fn forget(url: &str, prefix: &str) {
+    // On a cluster, each primary's keys (they lie in many slots), one DEL each.
+    if let Some(seeds) = url.strip_prefix("redis+cluster://") {
+        for seed in seeds.split(',').filter(|s| !s.is_empty()) {
+            let mut con = raw(&format!("redis://{seed}")).await;
+            let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut con).await.unwrap();
+            if !matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+                continue;
+            }
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}:*"))
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            for key in keys {
+                let _: () = con.del(key).await.unwrap();
+            }
+        }
+        return;
+    }
     let mut con = raw(url).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}:*"))

@@ -737,7 +737,6 @@ fn a_briefly_paused_primary_answers_unavailable_then_recovers() {
 /// Its users answer `Unavailable` within the bound, the others are answered
 /// throughout, and afterwards everyone is, with no confirmed answer lost.
 #[test]
-#[ignore = "library bug: with replicas(1) a Batched answer is not WAITed, so a token whose rotation the woken old primary made, then lost, is handed out and answers InvalidToken (see the cluster-ci report)"]
 fn a_hung_primary_answers_unavailable_then_recovers() {
     needs!(
         "BATON_REDIS_CLUSTER_URL",
@@ -759,7 +758,6 @@ fn a_hung_primary_answers_unavailable_then_recovers() {
 /// users answer `Unavailable` within the bound, the others are answered throughout;
 /// after `SIGCONT` the node rejoins as a replica and everyone is answered.
 #[test]
-#[ignore = "library bug: with replicas(1) a Batched answer is not WAITed, so a token whose rotation the resumed old primary made, then lost, is handed out and answers InvalidToken (see the cluster-ci report)"]
 fn a_paused_primary_answers_unavailable_then_recovers() {
     needs!(
         "BATON_REDIS_CLUSTER_URL",
@@ -881,7 +879,6 @@ fn a_wrong_password_is_rejected_and_the_right_one_works() {
 
 /// The same at the default timeout (1 s), and at the fault tests' 500 ms.
 #[test]
-#[ignore = "library bug: a wrong password is Unavailable, not Rejected, unless the timeout outlasts the connection manager's retry (see the cluster-ci report)"]
 fn a_wrong_password_is_rejected_within_the_default_timeout() {
     needs!("BATON_REDIS_PASSWORD_URL", "BATON_REDIS_PASSWORD");
     let _serial = serial();
@@ -898,7 +895,6 @@ fn a_wrong_password_is_rejected_within_the_default_timeout() {
 }
 
 #[test]
-#[ignore = "library bug: connect() maps the PING's NOAUTH to Unavailable, not Rejected (see the cluster-ci report)"]
 fn no_password_where_one_is_required_is_rejected() {
     needs!("BATON_REDIS_PASSWORD_URL", "BATON_REDIS_PASSWORD");
     let _serial = serial();
@@ -915,7 +911,6 @@ fn no_password_where_one_is_required_is_rejected() {
 /// connections cut) answers `Unavailable`, never a refusal, and recovers by itself
 /// once the password is set back.
 #[test]
-#[ignore = "library bug: once a reconnect fails on the old password the store never reconnects, even after the password is set back (see the cluster-ci report)"]
 fn a_password_changed_under_a_store_is_unavailable_then_recovers() {
     needs!("BATON_REDIS_PASSWORD_URL", "BATON_REDIS_PASSWORD");
     let _serial = serial();

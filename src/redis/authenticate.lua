@@ -7,6 +7,7 @@
 --       [8] recovery window  [9] revoke on replay (1/0)
 --       [10] the generation of the presented token if it is genuine, else ''
 --       [11] client id  [12] the user's tag (the live-set member is "<tag>:<client>")
+--       [13] 1 if the caller waits for replicas after a write (see below), else 0
 -- Returns {code, expiry ms, generation}: code 1 Rotated (to that generation),
 -- 2 Batched on the presented current token, 3 Batched on the current token of that
 -- generation, 0 unknown session, -1 expired, -2 replayed, -3 invalid.
@@ -80,12 +81,24 @@ if kind == 'current' then
   return {1, next_exp, g + 1}
 end
 
+-- A batch hands out the current token, whose rotation another call made. When the
+-- caller waits for replicas, this call writes too (the session, unchanged), so that
+-- its WAIT covers that rotation: a primary that made it and then lost it in a
+-- failover (cut off, then demoted) never hands out a token no replica has.
+local acked = ARGV[13] == '1'
+local function batched()
+  if acked then
+    save_keepttl(KEYS[1], s)
+  end
+  return {3, exp, g}
+end
+
 if kind == 'previous' then
   if since < window then
-    return {3, exp, g}
+    return batched()
   end
   if since < recovery and not used then
-    return {3, exp, g}
+    return batched()
   end
 end
 

@@ -7,7 +7,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -232,7 +232,10 @@ impl RedisBuilder {
     /// session back; a lost sign-in leaves a token that was never stored. With
     /// `n >= 1`, nothing answered as done is lost while one of the `n` replicas that
     /// acknowledged it is promoted (Redis Cluster promotes the most up-to-date one),
-    /// at the cost of one replica round trip per write.
+    /// at the cost of one replica round trip per write. A batched answer (the current
+    /// token, rotated by another call) waits too, so a primary cut off from its
+    /// replicas never hands out a rotation they do not have. Run the cluster with
+    /// `cluster-require-full-coverage no`, or one failing primary stops every shard.
     pub fn replicas(mut self, n: usize) -> Self {
         self.replicas = n;
         self
@@ -284,7 +287,7 @@ impl RedisBuilder {
         let target = Target::new(&self.url, self.ca_file.as_deref(), self.timeout)?;
         Ok(RedisStore {
             target,
-            conns: OnceCell::new(),
+            conns: RwLock::new(Arc::new(OnceCell::new())),
             connections: self.connections,
             next: AtomicUsize::new(0),
             scripts: Scripts::new(),
@@ -599,7 +602,8 @@ async fn bounded<T>(
 pub struct RedisStore {
     target: Target,
     /// Opened by the first call (or by `connect`), then kept: each reconnects by itself.
-    conns: OnceCell<Box<[Conn]>>,
+    /// Swapped for a fresh cell when Redis refuses a connection (see `refused`).
+    conns: RwLock<Arc<OnceCell<Box<[Conn]>>>>,
     connections: usize,
     next: AtomicUsize,
     scripts: Scripts,
@@ -660,10 +664,15 @@ impl RedisStore {
         UserKeys::new(&self.prefix, self.mac.user_tag(uid))
     }
 
+    /// The current set of connections (opened, or to be opened by the first call).
+    fn cell(&self) -> Arc<OnceCell<Box<[Conn]>>> {
+        self.conns.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Opens the connections unless they are open; a failed attempt is retried
     /// by the next call.
     async fn open(&self) -> redis::RedisResult<()> {
-        self.conns.get_or_try_init(|| self.open_all()).await?;
+        self.cell().get_or_try_init(|| self.open_all()).await?;
         Ok(())
     }
 
@@ -683,14 +692,36 @@ impl RedisStore {
     }
 
     async fn conn(&self) -> redis::RedisResult<Conn> {
-        self.open().await?;
-        let conns = self.conns.get().map_or(&[][..], |c| &c[..]);
+        let cell = self.cell();
+        let conns = cell.get_or_try_init(|| self.open_all()).await?;
         // Relaxed: any spread over the connections will do.
         let i = self.next.fetch_add(1, Ordering::Relaxed) % conns.len().max(1);
         conns
             .get(i)
             .cloned()
             .ok_or_else(|| RedisError::from((redis::ErrorKind::ClientError, "no connection")))
+    }
+
+    /// Notes a failed call: after a refusal (the password changed, an ACL), the
+    /// connections are dropped and the next call opens new ones. The connection
+    /// manager reconnects by itself after an I/O error only, so one whose reconnect
+    /// was refused would stay refused after the password is set back.
+    fn refused(&self, e: &RedisError) {
+        if matches!(classify(e), RedisBuildError::Rejected(_)) {
+            *self.conns.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(OnceCell::new());
+        }
+    }
+
+    /// `call`, with a refusal noted (see `refused`).
+    async fn noted<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        let r = call.await;
+        if let Err(e) = &r {
+            self.refused(e);
+        }
+        r
     }
 
     /// Starts a call of `script` with the arguments every script takes.
@@ -710,10 +741,13 @@ impl RedisStore {
     /// Runs a script that only reads (or whose writes need no replica), connecting
     /// first if need be, all within the timeout.
     async fn run<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, Unavailable> {
-        bounded(self.timeout, async {
-            let mut con = self.conn().await?;
-            inv.invoke_async(&mut con).await
-        })
+        bounded(
+            self.timeout,
+            self.noted(async {
+                let mut con = self.conn().await?;
+                inv.invoke_async(&mut con).await
+            }),
+        )
         .await
     }
 
@@ -726,11 +760,14 @@ impl RedisStore {
         keys: &UserKeys,
         wrote: impl FnOnce(&T) -> bool,
     ) -> Result<T, Unavailable> {
-        let (answer, mut con) = bounded(self.timeout, async {
-            let mut con = self.conn().await?;
-            let answer: T = inv.invoke_async(&mut con).await?;
-            Ok((answer, con))
-        })
+        let (answer, mut con) = bounded(
+            self.timeout,
+            self.noted(async {
+                let mut con = self.conn().await?;
+                let answer: T = inv.invoke_async(&mut con).await?;
+                Ok((answer, con))
+            }),
+        )
         .await?;
         if self.replicas == 0 || !wrote(&answer) {
             return Ok(answer);
@@ -762,10 +799,13 @@ impl RedisStore {
     /// One round trip (to every primary of a cluster), connecting first if need be:
     /// `Ok` once Redis answers.
     pub async fn ping(&self) -> Result<(), Unavailable> {
-        bounded(self.timeout, async {
-            let mut con = self.conn().await?;
-            redis::cmd("PING").query_async::<String>(&mut con).await
-        })
+        bounded(
+            self.timeout,
+            self.noted(async {
+                let mut con = self.conn().await?;
+                redis::cmd("PING").query_async::<String>(&mut con).await
+            }),
+        )
         .await
         .map(drop)
     }
@@ -845,12 +885,15 @@ impl RedisStore {
             Some(k) => inv.arg(k),
             None => inv.arg(""),
         };
-        inv.arg(client.as_str()).arg(&keys.tag);
+        let acked = self.replicas > 0;
+        inv.arg(client.as_str()).arg(&keys.tag).arg(u8::from(acked));
         let revokes = p.replay_policy == ReplayPolicy::RevokeSession;
-        // A rotation, and a revocation on replay, are what a failover must not undo.
+        // A rotation, and a revocation on replay, are what a failover must not undo;
+        // a batch hands out another call's rotation, which the script's write (when
+        // acked) lets this WAIT cover.
         let (code, expiry_ms, g): (i64, u64, u64) = self
             .run_write(&inv, &keys, |&(code, _, _): &(i64, u64, u64)| {
-                code == 1 || (code == -2 && revokes)
+                code == 1 || (code == -2 && revokes) || (code == 3 && acked)
             })
             .await?;
         let mut answer = |token_generation: u64| {
