@@ -72,7 +72,7 @@ if kind == 'current' then
   local next_exp = expiry(created, at)
   local extend = next_exp > s.x
   if extend then
-    s.x = cover(created, next_exp)
+    s.x = expiry(created, next_exp)
     outlive(KEYS[2], s.x)
   end
   s.g, s.r, s.u = g + 1, at, false

@@ -36,6 +36,9 @@ end
 -- the generation, `used` 1 or 0 (a batch on the current token has been answered),
 -- `covered` the deadline its user's index and its bucket's live set are known to
 -- outlive (their TTL only grows), so that a rotation within it touches neither.
+-- When they must be extended, they are covered to `expiry(created, deadline)`: one
+-- more lifespan past `deadline` (never past the maximum age), so a session rotated on
+-- every request extends them once per lifespan, not per call.
 -- A key of the wrong type or of another form where a session belongs (another
 -- program's, or an older version's) is removed, not left to fail every call: the
 -- session is gone.
@@ -70,13 +73,6 @@ end
 -- Writes session `s`, keeping its TTL (its expiry has not moved).
 local function save_keepttl(key, s)
   redis.call('SET', key, encode(s), 'KEEPTTL')
-end
-
--- How far ahead a session's index and live-set entry are covered when they must be
--- extended: one more lifespan past `deadline` (never past the maximum age), so a
--- session rotated on every request extends them once per lifespan, not per call.
-local function cover(created, deadline)
-  return expiry(created, deadline)
 end
 
 -- The members of a user's index (with their scores when asked), as `load` does.

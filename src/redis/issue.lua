@@ -59,7 +59,7 @@ end
 
 local key = base .. 's:' .. client
 local exp = expiry(now, now)
-local s = {g = 0, c = now, r = now, u = false, x = cover(now, exp)}
+local s = {g = 0, c = now, r = now, u = false, x = expiry(now, exp)}
 save(key, s)
 redis.call('ZADD', idx, int(last + 1), client)
 outlive(idx, s.x)
