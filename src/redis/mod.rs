@@ -455,32 +455,36 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, RedisBuildError> {
 /// Whether a failure to connect is Redis refusing this client (a password, an ACL,
 /// a certificate: waiting will not help) or Redis not answering.
 fn classify(e: &RedisError) -> RedisBuildError {
-    let refused_by_server = matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
-        || matches!(
-            e.kind(),
-            redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig
-        );
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    let mut tls = false;
-    while let Some(c) = cause {
-        if c.is::<rustls::Error>() {
-            tls = true;
-        }
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
-            {
-                tls = true;
-            }
-        }
-        cause = c.source();
-    }
-    if refused_by_server || tls {
+    if is_refusal(e) {
         RedisBuildError::Rejected(e.to_string())
     } else {
         RedisBuildError::Unavailable(Unavailable::new(format!("redis: {e}")))
     }
+}
+
+/// Redis refused this client: a password or ACL answer, or a TLS error anywhere in
+/// the error's `source()` chain.
+fn is_refusal(e: &RedisError) -> bool {
+    if matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig
+        )
+    {
+        return true;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let tls_io = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<rustls::Error>());
+        if c.is::<rustls::Error>() || tls_io {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// A connection to one server or to a whole cluster; both multiplex concurrent calls.
@@ -707,7 +711,7 @@ impl RedisStore {
     /// manager reconnects by itself after an I/O error only, so one whose reconnect
     /// was refused would stay refused after the password is set back.
     fn refused(&self, e: &RedisError) {
-        if matches!(classify(e), RedisBuildError::Rejected(_)) {
+        if is_refusal(e) {
             *self.conns.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(OnceCell::new());
         }
     }
