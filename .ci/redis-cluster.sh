@@ -219,12 +219,9 @@ run)
         --exact redis_answers_as_the_model one_rotation_per_batch_across_many_connections \
         two_nodes_share_sessions retired_tokens_are_recognised_as_deep_as_in_memory
     echo "== cluster faults, TLS, passwords, lazy connect (at $((SECONDS - began)) s)"
-    # Not --include-ignored: what is #[ignore]d there waits for a library fix (each
-    # says which); its fault tests serialize themselves and skip without this rig.
+    # The fault tests serialize themselves and skip without this rig.
     cargo test --release --features redis --test redis_cluster -- --test-threads 1
-    if [ -f demo/tests/redis_cluster.rs ]; then
-        echo "== demo servers on the cluster (at $((SECONDS - began)) s)"
-        cargo test --release -p baton-demo --test redis_cluster
-    fi
+    echo "== demo servers on the cluster (at $((SECONDS - began)) s)"
+    cargo test --release -p baton-demo --test redis_cluster
     ;;
 esac

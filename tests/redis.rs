@@ -9,20 +9,21 @@
 //! on ports 6391 and 6392 (`BATON_REDIS_FAULT_PORT` moves both).
 
 mod common;
+mod redis_common;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use baton::model::{Answer, Issued, Model};
 use baton::{
-    Authenticated, Backend, BackendError, InputError, ManualClock, RedisBuildError, RedisStore,
-    Rejection, ReplayPolicy, SessionInfo, Store,
+    Backend, BackendError, InputError, ManualClock, RedisBuildError, RedisStore, Rejection,
+    ReplayPolicy, SessionInfo, Store,
 };
 use common::{op, run, settings, Subject};
 use proptest::prelude::*;
 use redis::AsyncCommands;
+use redis_common::{fresh_prefix, runtime, token_of};
 
 const SECRET: &[u8; 32] = b"test secret, 32 bytes long......";
 /// Generous: a hang detector for calls that must answer, never a performance bound.
@@ -50,27 +51,6 @@ macro_rules! needs_redis {
 fn url() -> String {
     std::env::var("BATON_REDIS_URL")
         .expect("BATON_REDIS_URL is not set: run these tests through .ci/redis.sh")
-}
-
-/// A prefix no other test (or earlier run) uses.
-fn fresh_prefix(what: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "t-{what}-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("a runtime")
 }
 
 async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
@@ -242,10 +222,6 @@ proptest! {
             return Err(TestCaseError::fail(format!("{e}\nsettings: {s:?}")));
         }
     }
-}
-
-fn token_of(a: &Authenticated<'_>) -> String {
-    a.credentials().token().as_str().to_owned()
 }
 
 #[test]

@@ -16,24 +16,24 @@
 //! there, `BATON_REDIS_SERVER` or `PATH`'s). Without them each test says it is skipped
 //! and passes. The tests run one at a time whatever `--test-threads` (they share the
 //! rig, and the fault tests take nodes down); each fault test waits for a healthy
-//! cluster before and after. The `#[ignore]`d ones wait for a library fix (each says
-//! which); `--include-ignored` runs them.
+//! cluster before and after.
 //!
 //! By hand, on ports a CI run does not use:
 //! `BATON_CLUSTER_PORT=7200 BATON_REDIS_TLS_PORT=6495 BATON_REDIS_PASSWORD_PORT=6496
 //! BATON_REDIS_LAZY_PORT=6497 bash .ci/redis-cluster.sh run cargo test --release
 //! --features redis --test redis_cluster -- --test-threads 1`
 
+mod redis_common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton::{
-    Authenticated, BackendError, ManualClock, RedisBuildError, RedisStore, Rejection, Store,
-};
+use baton::{BackendError, ManualClock, RedisBuildError, RedisStore, Rejection, Store};
+
+use redis_common::{fresh_prefix, runtime, token_of};
 
 const SECRET: &[u8; 32] = b"cluster secret, 32 bytes long...";
 /// The store's timeout in the fault tests.
@@ -69,31 +69,6 @@ macro_rules! needs {
 
 fn env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run .ci/redis-cluster.sh"))
-}
-
-/// A prefix no other test (or earlier run) uses.
-fn fresh_prefix(what: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "c-{what}-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
-
-fn token_of(a: &Authenticated<'_>) -> String {
-    a.credentials().token().as_str().to_owned()
 }
 
 /// The cluster the rig started: its nodes, asked one at a time over plain connections.

@@ -7,7 +7,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use baton::{ManualClock, RedisStore, Store};
@@ -29,19 +28,6 @@ fn redis_url(test: &str) -> Option<String> {
         println!("{test}: skipped, BATON_REDIS_URL is not set (run .ci/redis.sh)");
     }
     url
-}
-
-/// A prefix no other test (or earlier run) uses.
-fn fresh_prefix(what: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "demo-{what}-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// A demo server over its own connections to the Redis at `url`.
@@ -85,7 +71,7 @@ async fn two_servers_on_one_redis_share_rotations_and_sign_outs() {
     let Some(url) = redis_url("two_servers_on_one_redis_share_rotations_and_sign_outs") else {
         return;
     };
-    let prefix = fresh_prefix("share");
+    let prefix = common::fresh_prefix("share");
     let timeout = Duration::from_secs(5);
     let a = server(&url, &prefix, timeout).await;
     let b = server(&url, &prefix, timeout).await;
@@ -226,7 +212,7 @@ async fn redis_gone_answers_503_within_bounded_time_and_recovers() {
     let via_proxy = format!("redis://{}/{db}", proxy.addr);
     let s = server(
         &via_proxy,
-        &fresh_prefix("gone"),
+        &common::fresh_prefix("gone"),
         Duration::from_millis(500),
     )
     .await;

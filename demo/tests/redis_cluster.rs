@@ -20,7 +20,6 @@ mod common;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,19 +47,6 @@ fn env(test: &str, vars: &[&str]) -> Option<Vec<String>> {
         );
     }
     values
-}
-
-/// A prefix no other test (or earlier run) uses.
-fn fresh_prefix(what: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "demo-{what}-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn email(i: usize) -> String {
@@ -151,7 +137,7 @@ async fn two_servers_on_a_cluster_agree_on_every_rotation_and_sign_out() {
         return;
     };
     let url = &vars[0];
-    let prefix = fresh_prefix("cluster");
+    let prefix = common::fresh_prefix("cluster");
     let a = cluster_server(url, &prefix).await;
     let b = cluster_server(url, &prefix).await;
 
@@ -425,7 +411,7 @@ async fn started_before_redis_it_answers_503_then_serves_once_redis_is_up() {
     }
     let port = late_port();
     let url = format!("redis://127.0.0.1:{port}/0");
-    let prefix = fresh_prefix("late");
+    let prefix = common::fresh_prefix("late");
     let user = "late@example.com";
     let demo = Demo::start(&[
         "--store",
@@ -548,7 +534,7 @@ async fn a_tls_certificate_the_ca_file_does_not_vouch_for_stops_the_start() {
         "--redis-ca-file",
         &ca,
         "--redis-prefix",
-        &fresh_prefix("tls"),
+        &common::fresh_prefix("tls"),
         "--user",
         &format!("tls@example.com:{PASSWORD}"),
     ]);
@@ -569,7 +555,7 @@ async fn redis_replicas_waits_for_the_replicas_and_answers_503_when_too_few_ack(
         return;
     };
     let url = &vars[0];
-    let prefix = fresh_prefix("replicas");
+    let prefix = common::fresh_prefix("replicas");
     let user = "replicas@example.com";
     let login = format!("{user}:{PASSWORD}");
     // Every primary of the test cluster has one replica: one acknowledges every write.
