@@ -9,7 +9,8 @@
 //! ```
 //!
 //! - `rotate`: rotations per second on one thread, the bare store against the durable
-//!   one (checkpointing every 100 ms meanwhile), alternated 7 times in one run.
+//!   one (checkpointing every 100 ms meanwhile), order rotated every round, beside a
+//!   second bare store (the A/A control).
 //! - `pause`: authenticate latency (p50/p99/p99.9/max) while a checkpoint writes every
 //!   session (all rotated), against the same with no checkpoint, and against a control
 //!   with equally heavy unrelated work (a thread rewriting a 256 MiB buffer).
@@ -76,51 +77,66 @@ fn rotate() {
     let dir = tempfile::tempdir().unwrap();
     let idle_dir = tempfile::tempdir().unwrap();
     let bare = Store::new();
+    // A second bare store: the A/A control, what two identical stores differ by here.
+    let bare2 = Store::new();
     // The default interval, and one so long that only the hot path differs.
     let durable = open(dir.path(), Duration::from_secs(1));
     let idle = open(idle_dir.path(), Duration::from_secs(3600));
     let n = 10_000;
     let take = |c: baton::Credentials<'_>| (c.client().as_str().into(), c.token().as_str().into());
-    let mut a = sign_in_all(n, |u| take(bare.issue(u).unwrap()));
-    let mut b = sign_in_all(n, |u| take(durable.issue(u).unwrap()));
-    let mut c = sign_in_all(n, |u| take(idle.issue(u).unwrap()));
+    let mut held = [
+        sign_in_all(n, |u| take(bare.issue(u).unwrap())),
+        sign_in_all(n, |u| take(bare2.issue(u).unwrap())),
+        sign_in_all(n, |u| take(durable.issue(u).unwrap())),
+        sign_in_all(n, |u| take(idle.issue(u).unwrap())),
+    ];
     let next = |r: Result<baton::Authenticated<'_>, baton::Rejection>| {
         r.ok().map(|r| r.credentials().token().as_str().to_owned())
     };
-    let (mut off, mut on, mut hot) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut r_on, mut r_hot) = (Vec::new(), Vec::new());
-    for _ in 0..9 {
-        let round = Duration::from_millis(700);
-        let x = rotate_rate(&mut a, round, |u, c, t| next(bare.authenticate(u, c, t)));
-        let y = rotate_rate(&mut b, round, |u, c, t| next(durable.authenticate(u, c, t)));
-        let z = rotate_rate(&mut c, round, |u, c, t| next(idle.authenticate(u, c, t)));
-        off.push(x);
-        on.push(y);
-        hot.push(z);
-        r_on.push(y / x);
-        r_hot.push(z / x);
+    let rounds = 12;
+    let mut rate = vec![[0f64; 4]; rounds];
+    for (round, r) in rate.iter_mut().enumerate() {
+        let d = Duration::from_millis(700);
+        // Each round starts with a different store, so no store always runs first.
+        for k in 0..4 {
+            let which = (round + k) % 4;
+            let h = &mut held[which];
+            r[which] = match which {
+                0 => rotate_rate(h, d, |u, c, t| next(bare.authenticate(u, c, t))),
+                1 => rotate_rate(h, d, |u, c, t| next(bare2.authenticate(u, c, t))),
+                2 => rotate_rate(h, d, |u, c, t| next(durable.authenticate(u, c, t))),
+                _ => rotate_rate(h, d, |u, c, t| next(idle.authenticate(u, c, t))),
+            };
+        }
     }
     let spread = |v: &[f64]| {
         let lo = v.iter().cloned().fold(f64::MAX, f64::min);
         let hi = v.iter().cloned().fold(0.0, f64::max);
         format!("{lo:.2}..{hi:.2}")
     };
-    println!("rotate, 1 thread, {n} sessions, 9 alternated rounds of 0.7 s each");
+    println!("rotate, 1 thread, {n} sessions, {rounds} rounds of 0.7 s per store, order rotated");
     println!("| store | rotations/s (median) | ratio to bare: median | range |");
     println!("|---|---|---|---|");
-    println!("| bare | {:.0} | 1 | |", median(&mut off.clone()));
-    println!(
-        "| durable, checkpoint every 1 s (all 10 000 dirty each time) | {:.0} | {:.3} | {} |",
-        median(&mut on.clone()),
-        median(&mut r_on.clone()),
-        spread(&r_on)
-    );
-    println!(
-        "| durable, no checkpoint during the run (hot path only) | {:.0} | {:.3} | {} |",
-        median(&mut hot.clone()),
-        median(&mut r_hot.clone()),
-        spread(&r_hot)
-    );
+    let rows = [
+        "bare",
+        "bare again (A/A control: a second bare store)",
+        "durable, checkpoint every 1 s (all 10 000 dirty each time)",
+        "durable, no checkpoint during the run (hot path only)",
+    ];
+    for (which, name) in rows.iter().enumerate() {
+        let mut v: Vec<f64> = rate.iter().map(|r| r[which]).collect();
+        let ratio: Vec<f64> = rate.iter().map(|r| r[which] / r[0]).collect();
+        if which == 0 {
+            println!("| {name} | {:.0} | 1 | |", median(&mut v));
+        } else {
+            println!(
+                "| {name} | {:.0} | {:.3} | {} |",
+                median(&mut v),
+                median(&mut ratio.clone()),
+                spread(&ratio)
+            );
+        }
+    }
 }
 
 fn pause(sessions: usize) {
@@ -329,7 +345,10 @@ fn seeds(out: &std::path::Path) {
         s.close().unwrap();
         let path = dir.path().join("sessions.redb");
         // Compacted, so seeds stay small for the fuzzer.
-        redb::Database::open(&path).unwrap().compact().unwrap();
+        redb::Database::open(&path)
+            .unwrap()
+            .compact(redb::CompactionMode::Balanced)
+            .unwrap();
         std::fs::copy(&path, out.join(name)).unwrap();
     }
 }

@@ -13,6 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use redb::backends::FileBackend;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{PersistError, Secret};
@@ -85,8 +86,7 @@ pub(crate) fn open_database(dir: &Path, secret: &Secret) -> Result<Database, Per
         // not silently become a store with nobody signed in.
         return Err(PersistError::Foreign);
     }
-    check_roots(&file)?;
-    let db = Database::builder().create_file(file)?;
+    let db = Database::builder().create_with_backend(FileBackend::new(file))?;
     match check_meta(&db, secret) {
         Ok(()) => Ok(db),
         Err(e) => {
@@ -109,55 +109,6 @@ fn then_drop<H, T>(mut handle: H, f: impl FnOnce(&mut H) -> T) -> T {
     out
 }
 
-/// Refuses a file whose header points at a root page larger than the whole file.
-///
-/// redb allocates a page's buffer from the size its header claims before reading it,
-/// and trusts the primary commit slot of a file written with two-phase commit: a
-/// damaged order field there (a page of `4096 << 31` bytes) would abort the process
-/// on a failed allocation, where an error is owed. No page of a sound file is larger
-/// than the file, so this refuses nothing redb could open. The layout read here is
-/// redb 3's file format (its `header.rs`): page size at byte 12, two 128-byte commit
-/// slots at 64 and 192, each with "non-null" flags at +1 (user root) and +2 (system
-/// root) and the roots' page numbers at +8 and +40, whose top five bits are the order.
-fn check_roots(mut file: &std::fs::File) -> Result<(), PersistError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let len = file
-        .metadata()
-        .map_err(PersistError::io("read the session file's metadata"))?
-        .len();
-    let mut header = [0u8; 320];
-    let read = file
-        .seek(SeekFrom::Start(0))
-        .and_then(|_| file.read_exact(&mut header))
-        .and_then(|()| file.seek(SeekFrom::Start(0)));
-    if read.is_err() || header[..9] != *b"redb\x1a\n\xa9\r\n" {
-        // Too short, or not redb's: redb names that itself, without reading pages.
-        return Ok(());
-    }
-    let word = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&header[at..at + 8]);
-        u64::from_le_bytes(b)
-    };
-    let page_size = u64::from(u32::from_le_bytes([
-        header[12], header[13], header[14], header[15],
-    ]));
-    if page_size == 0 || page_size > len {
-        return Err(PersistError::Corrupt("the header's page size".into()));
-    }
-    for slot in [64, 192] {
-        for (flag, root) in [(slot + 1, slot + 8), (slot + 2, slot + 40)] {
-            let order = word(root) >> 59;
-            if header[flag] != 0 && page_size << order > len {
-                return Err(PersistError::Corrupt(
-                    "a root page larger than the whole file".into(),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Writes a new file under a temporary name and renames it into place, so a crash
 /// never leaves a file without its `meta` table.
 fn create(dir: &Path, path: &Path, secret: &Secret) -> Result<(), PersistError> {
@@ -174,7 +125,7 @@ fn create(dir: &Path, path: &Path, secret: &Secret) -> Result<(), PersistError> 
     file.set_permissions(fs::Permissions::from_mode(0o600))
         .map_err(PersistError::io("make the session file owner-only"))?;
     {
-        let db = Database::builder().create_file(file)?;
+        let db = Database::builder().create_with_backend(FileBackend::new(file))?;
         let tx = db.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
