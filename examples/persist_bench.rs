@@ -73,7 +73,7 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn rotate() {
+fn rotate(rounds: usize) {
     let dir = tempfile::tempdir().unwrap();
     let idle_dir = tempfile::tempdir().unwrap();
     let bare = Store::new();
@@ -93,7 +93,6 @@ fn rotate() {
     let next = |r: Result<baton::Authenticated<'_>, baton::Rejection>| {
         r.ok().map(|r| r.credentials().token().as_str().to_owned())
     };
-    let rounds = 12;
     let mut rate = vec![[0f64; 4]; rounds];
     for (round, r) in rate.iter_mut().enumerate() {
         let d = Duration::from_millis(700);
@@ -379,14 +378,14 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n = |i: usize| args.get(i).map_or(1_000_000, |s| s.parse().unwrap());
     match args.first().map(String::as_str) {
-        Some("rotate") => rotate(),
+        Some("rotate") => rotate(args.get(1).map_or(12, |s| s.parse().unwrap())),
         Some("pause") => pause(n(1)),
         Some("signins") => signins(),
         Some("restore") => restore(n(1)),
         Some("hot") => hot(&args[1], n(2)),
         Some("seeds") => seeds(std::path::Path::new(&args[1])),
         _ => {
-            eprintln!("usage: persist_bench rotate | pause [N] | signins | restore [N] | seeds DIR")
+            eprintln!("usage: persist_bench rotate [ROUNDS] | pause [N] | signins | restore [N] | seeds DIR")
         }
     }
 }

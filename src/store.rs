@@ -37,6 +37,12 @@ pub struct Store<C: Clock = SystemClock> {
     counters: Striped,
     settings: Settings,
     clock: C,
+    /// Raised (relaxed, a hint) when a rotation reaches a multiple of
+    /// [`CHECKPOINT_AHEAD`](crate::CHECKPOINT_AHEAD) generations: a durable store's cue
+    /// to checkpoint a session running ahead. Here rather than in the durable store so
+    /// that both run the one `authenticate`; a bare store raises it and nobody reads it.
+    #[cfg(feature = "persist")]
+    pub(crate) ahead: CachePadded<std::sync::atomic::AtomicBool>,
 }
 
 impl<C: Clock> fmt::Debug for Store<C> {
@@ -131,6 +137,20 @@ impl<C: Clock> Store<C> {
             counters: Striped::new(),
             settings: config.settings,
             clock,
+            #[cfg(feature = "persist")]
+            ahead: CachePadded::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// Raises [`ahead`](Self::ahead) when `generation` is a multiple of
+    /// `CHECKPOINT_AHEAD`. Read before written, so a busy store does not bounce the
+    /// flag's cache line between cores.
+    #[cfg(feature = "persist")]
+    #[inline]
+    fn cue(&self, generation: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if generation.is_multiple_of(crate::CHECKPOINT_AHEAD) && !self.ahead.load(Relaxed) {
+            self.ahead.store(true, Relaxed);
         }
     }
 
@@ -264,19 +284,6 @@ impl<C: Clock> Store<C> {
         client: &str,
         token: &str,
     ) -> Result<Authenticated<'a>, Rejection> {
-        self.authenticate_noting(uid, client, token, |_| {})
-    }
-
-    /// [`authenticate`](Self::authenticate), calling `rotated` with the new generation
-    /// when it rotates (a durable store's cue to checkpoint a session running ahead).
-    #[inline(always)]
-    pub(crate) fn authenticate_noting<'a>(
-        &self,
-        uid: &'a str,
-        client: &str,
-        token: &str,
-        rotated: impl FnOnce(u64),
-    ) -> Result<Authenticated<'a>, Rejection> {
         let c = self.counters.mine();
         let client = match check_uid(uid).and_then(|()| ClientId::parse(client)) {
             Ok(client) => client,
@@ -300,7 +307,8 @@ impl<C: Clock> Store<C> {
         match verdict {
             Verdict::Rotated(st) => {
                 bump(&c.rotated);
-                rotated(st.generation);
+                #[cfg(feature = "persist")]
+                self.cue(st.generation);
                 let token = tokens.get(st.generation);
                 Ok(Authenticated::Rotated(
                     self.credentials(uid, client, &token, &st),

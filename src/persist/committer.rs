@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -73,9 +73,6 @@ struct Queue {
 pub(crate) struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
-    /// Set (by `authenticate`, lock-free) when a session reached a multiple of
-    /// `CHECKPOINT_AHEAD` rotations: checkpoint now rather than at the interval.
-    pub(crate) ahead: AtomicBool,
 }
 
 impl Shared {
@@ -83,7 +80,6 @@ impl Shared {
         Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
-            ahead: AtomicBool::new(false),
         }
     }
 
@@ -128,12 +124,6 @@ impl Shared {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).crash = true;
         self.wake.notify_one();
     }
-
-    /// Whether a checkpoint is asked for sooner than the interval.
-    fn take_ahead(&self) -> bool {
-        // Relaxed: a hint; the checkpoint reads each session's word with Acquire.
-        self.ahead.load(Ordering::Relaxed) && self.ahead.swap(false, Ordering::Relaxed)
-    }
 }
 
 /// The thread's own state.
@@ -157,6 +147,14 @@ pub(crate) struct Committer<C: Clock + 'static> {
 }
 
 impl<C: Clock + 'static> Committer<C> {
+    /// Whether a checkpoint is asked for sooner than the interval: a session reached
+    /// a multiple of `CHECKPOINT_AHEAD` rotations (the store's `ahead` cue).
+    fn take_ahead(&self) -> bool {
+        // Relaxed: a hint; the checkpoint reads each session's word with Acquire.
+        let ahead = &self.store.ahead;
+        ahead.load(Ordering::Relaxed) && ahead.swap(false, Ordering::Relaxed)
+    }
+
     pub(crate) fn run(mut self) {
         let mut next_checkpoint = Instant::now() + self.interval;
         let mut more = false;
@@ -175,7 +173,7 @@ impl<C: Clock + 'static> Committer<C> {
                         break;
                     }
                     let now = Instant::now();
-                    if now >= next_checkpoint || self.shared.take_ahead() {
+                    if now >= next_checkpoint || self.take_ahead() {
                         more = true;
                         break;
                     }

@@ -46,7 +46,6 @@ mod file;
 mod secret;
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -237,14 +236,7 @@ impl<C: Clock + 'static> PersistentStore<C> {
         client: &str,
         token: &str,
     ) -> Result<Authenticated<'a>, Rejection> {
-        let ahead = &self.shared.ahead;
-        self.store.authenticate_noting(uid, client, token, |g| {
-            // Relaxed, and read before written, so a busy store does not bounce the
-            // flag's cache line between cores: it is only a hint to the writer.
-            if g % CHECKPOINT_AHEAD == 0 && !ahead.load(Ordering::Relaxed) {
-                ahead.store(true, Ordering::Relaxed);
-            }
-        })
+        self.store.authenticate(uid, client, token)
     }
 
     /// Ends one session: [`Store::revoke`], durable before it returns.
