@@ -120,7 +120,7 @@ fn rotate(rounds: usize) {
         "bare",
         "bare again (A/A control: a second bare store)",
         "durable, checkpoint every 1 s (all 10 000 dirty each time)",
-        "durable, no checkpoint during the run (hot path only)",
+        "durable, 1 h interval (checkpoints only when cued)",
     ];
     for (which, name) in rows.iter().enumerate() {
         let mut v: Vec<f64> = rate.iter().map(|r| r[which]).collect();
