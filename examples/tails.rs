@@ -257,7 +257,10 @@ fn sweep(n: usize) {
     println!("sweep of {n} expired sessions: removed {swept} in {took:.2?}");
     show("authenticate during sweep", &during);
     show("authenticate idle control (before the sweep)", &idle);
-    show("authenticate unrelated-work control (before the sweep)", &busy);
+    show(
+        "authenticate unrelated-work control (before the sweep)",
+        &busy,
+    );
     show("authenticate idle, after the sweep", &after_idle);
     println!(
         "p99.9 during sweep / idle: {:.2}, / unrelated work: {:.2}",

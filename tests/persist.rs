@@ -530,3 +530,31 @@ fn a_signed_out_sessions_stream_is_never_reused_after_a_restart() {
     let fresh = sign_in(&s, "a@x");
     assert_ne!(fresh.tokens[0], gone.tokens[0]);
 }
+
+#[test]
+fn close_compacts_the_file_and_keeps_every_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let s = open(dir.path(), &clock);
+    // One commit per sign-in: each leaves free pages behind in redb's file.
+    let mut held: Vec<Held> = (0..2_000)
+        .map(|i| sign_in(&s, &format!("c{i}@x")))
+        .collect();
+    for h in held.iter_mut().step_by(3) {
+        rotate(&s, h, &clock);
+    }
+    s.checkpoint().unwrap();
+    let path = dir.path().join("sessions.redb");
+    let before = std::fs::metadata(&path).unwrap().len();
+    s.close().unwrap();
+    let after = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        after < before,
+        "close left the file at {after} of {before} bytes"
+    );
+    let s = open(dir.path(), &clock);
+    assert_eq!(s.store().len(), held.len());
+    for h in held.iter_mut() {
+        rotate(&s, h, &clock);
+    }
+}

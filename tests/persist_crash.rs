@@ -63,7 +63,7 @@ fn child() {
         return;
     };
     let round: u64 = std::env::var("BATON_CRASH_ROUND").unwrap().parse().unwrap();
-    let store = PersistentStore::open(builder(), options(&dir)).unwrap();
+    let mut store = PersistentStore::open(builder(), options(&dir)).unwrap();
     let mut rng = Rng(round.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     // (uid, client, token) of the sessions this child holds.
     let mut held: Vec<(String, String, String)> = Vec::new();
@@ -109,6 +109,12 @@ fn child() {
                 say(format!("o {uid} {client}\n"));
                 assert!(store.revoke(&uid, &client).unwrap());
                 say(format!("O {uid} {client}\n"));
+            }
+            // A clean restart now and then, so that some kills land in `close`: its
+            // final checkpoint or the compaction after it.
+            9 if rng.below(4) == 0 => {
+                store.close().unwrap();
+                store = PersistentStore::open(builder(), options(&dir)).unwrap();
             }
             _ if !held.is_empty() => {
                 let i = rng.below(held.len() as u64) as usize;

@@ -6,7 +6,7 @@
 //! | sign-in ([`PersistentStore::issue`]), with any eviction it makes | before it returns the credentials |
 //! | sign-out ([`revoke`](PersistentStore::revoke), [`revoke_user`](PersistentStore::revoke_user)) | before it returns |
 //! | rotation | at the next checkpoint: every `checkpoint_interval` (1 s by default), and at once when a session reaches a multiple of [`CHECKPOINT_AHEAD`] generations; `authenticate` never writes or waits |
-//! | [`close`](PersistentStore::close) or drop | a final checkpoint: after a restart every token answers exactly as before |
+//! | [`close`](PersistentStore::close) or drop | a final checkpoint: after a restart every token answers exactly as before; then the file is compacted (best effort: a crash or failure during it leaves the file whole) |
 //!
 //! Concurrent sign-ins and sign-outs share one transaction and one fsync (group
 //! commit, one writer thread). After a crash, a session restored from a checkpoint
@@ -281,8 +281,11 @@ impl<C: Clock + 'static> PersistentStore<C> {
         self.shared.checkpoint().map_err(|e| clone_error(&e))
     }
 
-    /// Writes a final checkpoint and closes the file; the error of that checkpoint, if
-    /// it failed. Dropping the store does the same and discards the error.
+    /// Writes a final checkpoint, compacts the file and closes it; the error of that
+    /// checkpoint, if it failed. Compaction is best effort and never the error: it only
+    /// rewrites what is already durable, in ordinary commits, so a crash or a failure
+    /// during it (a full disk) leaves the file whole. Dropping the store does the same
+    /// and discards the error.
     pub fn close(mut self) -> Result<(), PersistError> {
         self.shut();
         match self
