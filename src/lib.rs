@@ -66,7 +66,7 @@
 //! | sign-in (with any eviction it makes) | before `issue` returns the credentials; concurrent sign-ins share one commit and fsync |
 //! | sign-out, `revoke_user` | before they return |
 //! | rotation | at the next checkpoint (every `checkpoint_interval`, 1 s by default, one transaction), and at once when a session's generation reaches a multiple of `CHECKPOINT_AHEAD` (256); `authenticate` never writes or waits |
-//! | `close` or drop of the store | a final checkpoint: after a restart every token answers exactly as before |
+//! | `close` or drop of the store | a final checkpoint: after a restart every token answers exactly as before; then the file is compacted (best effort: a crash or failure during it leaves the file whole) |
 //!
 //! Decisions where SPEC is silent:
 //! - **The lag bound is [`MAX_AHEAD`] = 1 024.** A genuine token `T(g+k)`, `1 <= k <= 1 024`,
