@@ -142,8 +142,6 @@ fn fill(n: usize) {
     drop(uids);
 }
 
-/// Survivors keep authenticating on another thread while the main thread does `work`;
-/// returns their latencies.
 /// Histogram of the survivors' `authenticate` calls (each rotates) while `work` runs on
 /// this thread. The survivors' tokens are carried from run to run, so every run
 /// measures the same path; a call that does not rotate panics the bench.
@@ -215,7 +213,7 @@ fn sweep(n: usize) {
     let mut creds = survivors;
     const CONTROL: Duration = Duration::from_millis(300);
     let idle = authenticate_during(&store, &mut creds, || thread::sleep(CONTROL));
-    // As long a burst of unrelated allocation work on the other core.
+    // As long a burst of unrelated allocation work, on the other core.
     let busy = authenticate_during(&store, &mut creds, || {
         let t = Instant::now();
         let mut keep: Vec<Box<[u64; 8]>> = Vec::new();

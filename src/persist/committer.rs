@@ -227,10 +227,9 @@ impl<C: Clock + 'static> Committer<C> {
     }
 
     /// Gives the file's free pages back after the final checkpoint: redb's copy-on-write
-    /// B-tree leaves them behind every small commit (a million sign-ins made a 204 to
-    /// 306 MiB file that compacts to 91 MiB, in 0.46 s; BENCHMARKS.md). Best effort:
-    /// compaction is a series of ordinary two-phase commits of what is already durable,
-    /// so a failure or a crash part-way leaves the file whole, only larger.
+    /// B-tree leaves them behind every small commit (sizes in BENCHMARKS.md). Best
+    /// effort: compaction is a series of redb's two-phase commits of what is already
+    /// durable, so a failure or a crash part-way leaves the file whole, only larger.
     fn compact(&mut self) {
         if let Some(db) = self.db.as_mut() {
             let _ = db.compact(redb::CompactionMode::Balanced);

@@ -146,7 +146,7 @@ impl Session {
     /// The decision table applied to this session at `now_ms`, as one atomic step.
     /// `classify` names the presented token against a generation; it is called once
     /// per attempt, and again only if another thread changed the session meanwhile.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn authenticate(
         &self,
         policy: &Policy,
