@@ -280,6 +280,21 @@ fn sweep(n: usize) {
         "resident above the start per survivor: {} B",
         now.saturating_sub(base) / survived.max(1) as u64
     );
+    println!(
+        "session pages held: {} KiB ({} B per survivor)",
+        store.page_bytes() >> 10,
+        store.page_bytes() / survived.max(1)
+    );
+    // What the survivors need: as many sessions signed in to a fresh store.
+    let before_fresh = rss_bytes();
+    let fresh = store_with_survivors(survived);
+    let need = rss_bytes().saturating_sub(before_fresh);
+    println!(
+        "a fresh store of {} sessions: {} KB resident; after expiry / that: {:.2}",
+        fresh.len(),
+        need >> 10,
+        now.saturating_sub(base) as f64 / need.max(1) as f64
+    );
     trim();
     let trimmed = rss_bytes();
     println!(
@@ -287,6 +302,15 @@ fn sweep(n: usize) {
         trimmed >> 20,
         trimmed.saturating_sub(base) / survived.max(1) as u64
     );
+}
+
+/// A fresh store holding `n` sessions: what that many survivors need.
+fn store_with_survivors(n: usize) -> Store<ManualClock> {
+    let s = store();
+    for i in 0..n {
+        s.issue(&format!("fresh{i:015}")).expect("valid uid");
+    }
+    s
 }
 
 fn main() {

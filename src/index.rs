@@ -56,6 +56,10 @@
 //! once), and one seal per shard is in flight at a time, so readers run at most one
 //! store per shard per epoch, and a quiet shard keeps at most 64 dead sessions.
 //!
+//! Sessions live in the shard's own pages (`pool.rs`), each given back to the system
+//! when its last session is freed, so the memory of a mass expiry leaves the process
+//! with the frees and does not wait on the global allocator.
+//!
 //! This is one of the crate's two modules allowed `unsafe` (the other is the ChaCha20
 //! block's dispatch): dereferencing epoch-protected pointers and freeing them.
 #![allow(unsafe_code)]
@@ -70,6 +74,10 @@ use crate::sync::faults::{self, Fault};
 use crate::sync::{lock, null_ptrs, AtomicPtr, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::token::CLIENT_BYTES;
 
+mod pool;
+pub(crate) use pool::EmptyPages;
+use pool::Pool;
+
 /// A removed slot: probes go past it. Never dereferenced.
 const TOMBSTONE: *mut Session = ptr::without_provenance_mut(1);
 const MIN_CAPACITY: usize = 8;
@@ -80,6 +88,8 @@ pub(crate) const FREE_STEP: usize = 32;
 /// Sessions a sign-in or sign-out lets wait in the limbo before it seals them (a
 /// retired table, or a sweep chunk, seals at once). Bounds what a quiet shard keeps.
 const SEAL_BATCH: usize = 64;
+/// Emptied pages a sign-in or sign-out lets wait before it gives them back together.
+const EMPTY_BATCH: usize = 16;
 
 #[inline]
 fn occupied(p: *mut Session) -> bool {
@@ -171,13 +181,13 @@ unsafe impl Send for Garbage {}
 
 impl Garbage {
     /// # Safety
-    /// No reader can still hold it: its seal has passed.
-    unsafe fn free(self) {
-        // SAFETY: both come from `Box::into_raw`, and the caller promises nobody
-        // else can reach them.
+    /// No reader can still hold it: its seal has passed. A session came from `pool`.
+    unsafe fn free(self, pool: &mut Pool) {
+        // SAFETY: sessions come from `pool`, tables from `Box::into_raw`, and the
+        // caller promises nobody else can reach them.
         unsafe {
             match self {
-                Garbage::Session(p) => drop(Box::from_raw(p.as_ptr())),
+                Garbage::Session(p) => pool.free(p),
                 Garbage::Table(p) => drop(Box::from_raw(p.as_ptr())),
             }
         }
@@ -207,6 +217,8 @@ struct Books {
     /// The writer's copies of `Shard::table` and `Shard::old`.
     current: Raw<Table>,
     old: Option<Raw<Table>>,
+    /// The memory the shard's sessions live in.
+    pool: Pool,
 }
 
 /// A pointer the writer owns or shares with readers under the epoch.
@@ -231,6 +243,9 @@ pub(crate) struct Shard {
     books: Mutex<Books>,
     /// The last seal every reader pinned before it has left.
     passed: Arc<AtomicU64>,
+    /// The pool's bytes, as of the last writer: a figure for `Store::page_bytes`, no
+    /// part of any protocol (a std atomic, Relaxed, even under loom).
+    page_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Shard {
@@ -251,8 +266,10 @@ impl Shard {
                 pending: 0,
                 current: Raw(first),
                 old: None,
+                pool: Pool::new(),
             }),
             passed: Arc::new(AtomicU64::new(0)),
+            page_bytes: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -340,6 +357,11 @@ impl Shard {
         }
     }
 
+    /// Bytes of the pages this shard's sessions live in, as its last writer left them.
+    pub(crate) fn page_bytes(&self) -> usize {
+        self.page_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Takes the shard's writer lock. Lookups never wait for it. `hash` is the
     /// store's slot hash of a uid, needed to move sessions between tables; `guard`
     /// pins the call, and the writer seals and frees garbage with it when dropped.
@@ -369,30 +391,34 @@ impl Drop for Shard {
             .books
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pool = &mut books.pool;
         // SAFETY: `&mut self`: no reader or writer can reach this shard any more, and
         // references to its sessions borrow the store. The current table owns every
         // session it holds, the old one those past the migration cursor, the limbo
-        // what was retired; nothing is in two of these.
+        // what was retired; nothing is in two of these, and every session came from
+        // the pool (its pages are unmapped when it drops after this).
         unsafe {
             let t = Box::from_raw(self.table.load(Ordering::Relaxed));
             for slot in t.slots.iter() {
-                let p = slot.load(Ordering::Relaxed);
-                if occupied(p) {
-                    drop(Box::from_raw(p));
+                if let Some(p) = NonNull::new(slot.load(Ordering::Relaxed)) {
+                    if p.as_ptr() != TOMBSTONE {
+                        pool.free(p);
+                    }
                 }
             }
             let o = self.old.load(Ordering::Relaxed);
             if !o.is_null() {
                 let o = Box::from_raw(o);
                 for slot in o.slots[books.migrated..].iter() {
-                    let p = slot.load(Ordering::Relaxed);
-                    if occupied(p) {
-                        drop(Box::from_raw(p));
+                    if let Some(p) = NonNull::new(slot.load(Ordering::Relaxed)) {
+                        if p.as_ptr() != TOMBSTONE {
+                            pool.free(p);
+                        }
                     }
                 }
             }
             for (_, g) in books.limbo.drain(..) {
-                g.free();
+                g.free(pool);
             }
         }
     }
@@ -552,11 +578,18 @@ impl<'s> Writer<'s> {
             }
             self.start_migration();
         }
+        let p = self.books.pool.alloc(session).as_ptr();
         let (t, _) = self.tables();
-        if t.place(hash, Box::into_raw(Box::new(session))) {
+        if t.place(hash, p) {
             self.books.used += 1;
         }
         self.books.live += 1;
+    }
+
+    /// Whether the table is so empty that it should shrink: under a 32nd live.
+    fn shrink_due(&self) -> bool {
+        let capacity = self.tables().0.capacity();
+        capacity > MIN_CAPACITY && self.books.live * 32 < capacity
     }
 
     fn migrating(&self) -> bool {
@@ -709,8 +742,17 @@ impl<'s> Writer<'s> {
         // A table replaced since the last chunk is swept from its start.
         let from = if at.table == id { at.next } else { 0 };
         let (removed, next) = self.sweep_range(from, steps, guard, dead);
-        let done = next >= t.capacity();
-        (removed, (!done).then_some(SweepAt { table: id, next }))
+        if next < t.capacity() {
+            return (removed, Some(SweepAt { table: id, next }));
+        }
+        // Swept: if most of the shard is gone, shrink it now, in the chunks to come,
+        // rather than over the next thousands of sign-ins (the old table stays
+        // resident until the last slot moves).
+        if self.shrink_due() {
+            self.start_migration();
+            return (removed, Some(at));
+        }
+        (removed, None)
     }
 
     /// Frees up to `budget` retired items whose seal has passed, and hands the epoch
@@ -725,8 +767,9 @@ impl<'s> Writer<'s> {
                 Some(&(seal, _)) if seal <= passed => {
                     if let Some((_, g)) = books.limbo.pop_front() {
                         // SAFETY: unlinked from every table before its seal was
-                        // handed to the epoch, and the seal has passed.
-                        unsafe { g.free() };
+                        // handed to the epoch, and the seal has passed; sessions
+                        // come from this shard's pool.
+                        unsafe { g.free(&mut books.pool) };
                     }
                 }
                 _ => break,
@@ -755,7 +798,18 @@ impl<'s> Writer<'s> {
     pub(crate) fn drain(&mut self, budget: usize) -> bool {
         self.free_budget = budget.max(FREE_STEP + 1);
         self.reclaim(budget);
-        self.books.limbo.is_empty()
+        let limbo = &mut self.books.limbo;
+        if limbo.capacity() > 4 * limbo.len().max(SEAL_BATCH) {
+            // A mass removal grew it; it would keep that capacity for good. At most
+            // one copy of what waits, a quarter of the capacity.
+            limbo.shrink_to(2 * limbo.len().max(SEAL_BATCH));
+        }
+        limbo.is_empty()
+    }
+
+    /// Hands the pages this shard emptied to `into`, to give back with others.
+    pub(crate) fn take_empty(&mut self, into: &mut EmptyPages) {
+        self.books.pool.take_empty(into);
     }
 
     /// Sessions in the index, dead or alive.
@@ -783,14 +837,20 @@ impl Drop for Writer<'_> {
         if self.migrating() {
             let step = self.books.step;
             self.migrate(step);
-        } else {
-            let capacity = self.tables().0.capacity();
-            if capacity > MIN_CAPACITY && self.books.live * 32 < capacity {
-                self.start_migration();
-            }
+        } else if self.shrink_due() {
+            self.start_migration();
         }
         let budget = self.free_budget;
         self.reclaim(budget);
+        if self.free_budget <= FREE_STEP && self.books.pool.emptied() >= EMPTY_BATCH {
+            // A sign-in or sign-out gives back what it emptied, a batch at a time.
+            // (A sweep gathers its shards' pages and gives them back at its end.)
+            drop(self.books.pool.take_all());
+        }
+        self.shard.page_bytes.store(
+            self.books.pool.bytes(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 }
 

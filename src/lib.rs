@@ -202,15 +202,17 @@
 //! allocates about 104 bytes per rotation, and takes a third of the memory. Kept.
 //! A rotation is about 2 000 instructions; its largest part is the ChaCha20 block, a
 //! serial chain of 320 steps, shortest with AVX-512VL's rotate (the block function picks
-//! AVX-512VL, SSSE3 or SSE2 at run time). Memory: 80.8 bytes requested from the
-//! allocator per live session at one million sessions with 20-byte uids, index
-//! included (`tests/alloc.rs`).
+//! AVX-512VL, SSSE3 or SSE2 at run time). Memory: 81.6 bytes resident per live
+//! session at one million sessions with 20-byte uids, index included
+//! (`tests/alloc.rs`). Sessions live in pages each shard maps itself and unmaps when
+//! they empty, so memory freed by a mass expiry goes back to the system, whatever
+//! the global allocator ([`Store::page_bytes`]).
 //!
 //! # Safety and how it is verified
 //!
 //! The crate root denies `unsafe_code`; two places allow it, so this list cannot go
-//! stale: `index.rs` (dereferencing epoch-protected pointers, retiring unlinked
-//! sessions and tables) and, in `token/chacha.rs`, the two dispatch functions that
+//! stale: `index.rs` and its `index/pool.rs` (dereferencing epoch-protected pointers,
+//! retiring unlinked sessions and tables; the sessions' slots and pages) and, in `token/chacha.rs`, the two dispatch functions that
 //! call the ChaCha20 block's `#[target_feature]` versions after run-time detection.
 //! Each `unsafe` block carries a `// SAFETY:` argument; Miri runs over both
 //! (`.ci/miri.sh`). Loom's lifetime witness, `unsafe impl Sync` of an empty cell,

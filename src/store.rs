@@ -9,7 +9,7 @@ use crate::config::{Builder, Config, ConfigError, Settings};
 use crate::credentials::{Authenticated, Credentials, SessionInfo};
 use crate::decision::{Policy, SessionState, TokenMatch};
 use crate::error::{check_uid, InputError, Rejection};
-use crate::index::{Shard, SweepAt, Writer};
+use crate::index::{EmptyPages, Shard, SweepAt, Writer};
 use crate::session::{Liveness, Session, Verdict};
 use crate::stats::{bump, ended, Counters, Stats, Striped};
 use crate::sync::epoch::{self, Guard};
@@ -446,6 +446,14 @@ impl<C: Clock> Store<C> {
         self.len() == 0
     }
 
+    /// Bytes of the pages the store's sessions live in. They are mapped from the
+    /// system page by page, outside the global allocator (a counting allocator does
+    /// not see them), and each goes back to the system when its last session is
+    /// freed. The index's tables come from the global allocator and are not in this.
+    pub fn page_bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.index.page_bytes()).sum()
+    }
+
     /// The counters, summed over threads' stripes.
     pub fn stats(&self) -> Stats {
         self.counters.sum()
@@ -480,11 +488,15 @@ impl<C: Clock> Store<C> {
         }
         // Free what the sweep removed here, not in the sign-ins after it: each round
         // frees what the epoch has released and seals the rest, a chunk per lock hold.
+        // The pages that empties go back to the system together, at the end.
+        let mut pages = EmptyPages::default();
         for _ in 0..Self::DRAIN_ROUNDS {
             let mut empty = true;
             for shard in self.shards.iter() {
                 let guard = epoch::pin();
-                empty &= shard.index.write(&hasher, &guard).drain(Self::SWEEP_CHUNK);
+                let mut w = shard.index.write(&hasher, &guard);
+                empty &= w.drain(Self::SWEEP_CHUNK);
+                w.take_empty(&mut pages);
             }
             if empty {
                 break;
