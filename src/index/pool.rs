@@ -44,8 +44,18 @@ const _: () = assert!(SLOTS >= 16 && align_of::<Session>() >= align_of::<u32>())
 /// A page's memory: a mapping of its own, or the global allocator's if the system
 /// refused the mapping (too many mappings, say), so a refusal costs only the early
 /// return of memory, never a sign-in.
-enum Memory {
+///
+/// `base` is taken once, when the page is made: every slot pointer derives from it,
+/// so no later borrow of the mapping invalidates pointers readers hold.
+struct Memory {
+    base: NonNull<u8>,
+    owner: Owner,
+}
+
+enum Owner {
     Mapped(MmapMut),
+    /// Held for its `Drop`, which frees the page.
+    #[allow(dead_code)]
     Heap(HeapPage),
 }
 
@@ -67,23 +77,22 @@ const HEAP_PAGE: Layout = match Layout::from_size_align(PAGE_BYTES, 4096) {
 
 impl Memory {
     fn new() -> Memory {
-        match MmapMut::map_anon(PAGE_BYTES) {
-            Ok(m) => Memory::Mapped(m),
-            Err(_) => {
-                // SAFETY: the layout's size is not zero.
-                let p = unsafe { std::alloc::alloc(HEAP_PAGE) };
-                match NonNull::new(p) {
-                    Some(p) => Memory::Heap(HeapPage(p)),
-                    None => handle_alloc_error(HEAP_PAGE),
-                }
+        if let Ok(mut m) = MmapMut::map_anon(PAGE_BYTES) {
+            if let Some(base) = NonNull::new(m.as_mut_ptr()) {
+                return Memory {
+                    base,
+                    owner: Owner::Mapped(m),
+                };
             }
         }
-    }
-
-    fn base(&mut self) -> *mut u8 {
-        match self {
-            Memory::Mapped(m) => m.as_mut_ptr(),
-            Memory::Heap(p) => p.0.as_ptr(),
+        // SAFETY: the layout's size is not zero.
+        let p = unsafe { std::alloc::alloc(HEAP_PAGE) };
+        match NonNull::new(p) {
+            Some(base) => Memory {
+                base,
+                owner: Owner::Heap(HeapPage(base)),
+            },
+            None => handle_alloc_error(HEAP_PAGE),
         }
     }
 }
@@ -102,9 +111,9 @@ impl Drop for EmptyPages {
         {
             let mut mapped: Vec<usize> = Vec::new();
             for m in self.0.drain(..) {
-                match m {
-                    Memory::Mapped(mut map) => {
-                        mapped.push(map.as_mut_ptr() as usize);
+                match m.owner {
+                    Owner::Mapped(map) => {
+                        mapped.push(m.base.as_ptr() as usize);
                         // Unmapped below, with its neighbours.
                         std::mem::forget(map);
                     }
@@ -149,7 +158,8 @@ impl Page {
         // In bounds: `i < SLOTS` slots of `size_of::<Session>()` fit in the page,
         // whose base is aligned to the system page.
         self.memory
-            .base()
+            .base
+            .as_ptr()
             .wrapping_add(i as usize * size_of::<Session>())
             .cast()
     }
@@ -241,8 +251,8 @@ impl Pool {
     }
 
     fn map(&mut self) -> usize {
-        let mut memory = Memory::new();
-        let base = memory.base() as usize;
+        let memory = Memory::new();
+        let base = memory.base.as_ptr() as usize;
         let page = Page {
             memory,
             free: END,
