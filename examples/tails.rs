@@ -280,6 +280,7 @@ fn sweep(n: usize) {
         "resident above the start per survivor: {} B",
         now.saturating_sub(base) / survived.max(1) as u64
     );
+    heap_report();
     println!(
         "session pages held: {} KiB ({} B per survivor)",
         store.page_bytes() >> 10,
@@ -302,6 +303,22 @@ fn sweep(n: usize) {
         trimmed >> 20,
         trimmed.saturating_sub(base) / survived.max(1) as u64
     );
+}
+
+/// What glibc's heap holds: in use, and free but kept (the part `malloc_trim` gives
+/// back, where it can).
+fn heap_report() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: no preconditions; returns a plain struct.
+        let m = unsafe { libc::mallinfo2() };
+        println!(
+            "glibc heap: {} KB in use, {} KB free, {} KB in its own mappings",
+            m.uordblks >> 10,
+            m.fordblks >> 10,
+            m.hblkhd >> 10
+        );
+    }
 }
 
 /// A fresh store holding `n` sessions: what that many survivors need.

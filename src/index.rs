@@ -57,8 +57,9 @@
 //! store per shard per epoch, and a quiet shard keeps at most 64 dead sessions.
 //!
 //! Sessions live in the shard's own pages (`pool.rs`), each given back to the system
-//! when its last session is freed, so the memory of a mass expiry leaves the process
-//! with the frees and does not wait on the global allocator.
+//! soon after its last session is freed (a sweep's at its end, with one `munmap` per
+//! run of neighbours), so the memory of a mass expiry leaves the process and does not
+//! wait on the global allocator.
 //!
 //! This is one of the crate's two modules allowed `unsafe` (the other is the ChaCha20
 //! block's dispatch): dereferencing epoch-protected pointers and freeing them.
@@ -392,6 +393,16 @@ impl Drop for Shard {
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let pool = &mut books.pool;
+        let mut free_all = |slots: &[AtomicPtr<Session>]| {
+            for slot in slots {
+                let p = slot.load(Ordering::Relaxed);
+                if let Some(p) = NonNull::new(p).filter(|_| occupied(p)) {
+                    // SAFETY: see below: each session is owned by one of the places
+                    // freed here, and came from the pool.
+                    unsafe { pool.free(p) };
+                }
+            }
+        };
         // SAFETY: `&mut self`: no reader or writer can reach this shard any more, and
         // references to its sessions borrow the store. The current table owns every
         // session it holds, the old one those past the migration cursor, the limbo
@@ -399,23 +410,10 @@ impl Drop for Shard {
         // the pool (its pages are unmapped when it drops after this).
         unsafe {
             let t = Box::from_raw(self.table.load(Ordering::Relaxed));
-            for slot in t.slots.iter() {
-                if let Some(p) = NonNull::new(slot.load(Ordering::Relaxed)) {
-                    if p.as_ptr() != TOMBSTONE {
-                        pool.free(p);
-                    }
-                }
-            }
+            free_all(&t.slots);
             let o = self.old.load(Ordering::Relaxed);
             if !o.is_null() {
-                let o = Box::from_raw(o);
-                for slot in o.slots[books.migrated..].iter() {
-                    if let Some(p) = NonNull::new(slot.load(Ordering::Relaxed)) {
-                        if p.as_ptr() != TOMBSTONE {
-                            pool.free(p);
-                        }
-                    }
-                }
+                free_all(&Box::from_raw(o).slots[books.migrated..]);
             }
             for (_, g) in books.limbo.drain(..) {
                 g.free(pool);
@@ -845,7 +843,7 @@ impl Drop for Writer<'_> {
         if self.free_budget <= FREE_STEP && self.books.pool.emptied() >= EMPTY_BATCH {
             // A sign-in or sign-out gives back what it emptied, a batch at a time.
             // (A sweep gathers its shards' pages and gives them back at its end.)
-            drop(self.books.pool.take_all());
+            self.books.pool.take_empty(&mut EmptyPages::default());
         }
         self.shard.page_bytes.store(
             self.books.pool.bytes(),

@@ -211,9 +211,10 @@
 //! # Safety and how it is verified
 //!
 //! The crate root denies `unsafe_code`; two places allow it, so this list cannot go
-//! stale: `index.rs` and its `index/pool.rs` (dereferencing epoch-protected pointers,
-//! retiring unlinked sessions and tables; the sessions' slots and pages) and, in `token/chacha.rs`, the two dispatch functions that
-//! call the ChaCha20 block's `#[target_feature]` versions after run-time detection.
+//! stale: the index, `index.rs` and `index/pool.rs` (dereferencing epoch-protected
+//! pointers, retiring unlinked sessions and tables, the sessions' slots and pages),
+//! and, in `token/chacha.rs`, the two dispatch functions that call the ChaCha20
+//! block's `#[target_feature]` versions after run-time detection.
 //! Each `unsafe` block carries a `// SAFETY:` argument; Miri runs over both
 //! (`.ci/miri.sh`). Loom's lifetime witness, `unsafe impl Sync` of an empty cell,
 //! exists only in loom builds. Checked by:

@@ -446,10 +446,11 @@ impl<C: Clock> Store<C> {
         self.len() == 0
     }
 
-    /// Bytes of the pages the store's sessions live in. They are mapped from the
-    /// system page by page, outside the global allocator (a counting allocator does
-    /// not see them), and each goes back to the system when its last session is
-    /// freed. The index's tables come from the global allocator and are not in this.
+    /// Bytes of the pages the store's sessions live in, as each shard's last writer
+    /// left them. They are mapped from the system page by page, outside the global
+    /// allocator (a counting allocator does not see them), and each goes back to the
+    /// system soon after its last session is freed: a sweep's at the sweep's end. The
+    /// index's tables come from the global allocator and are not in this.
     pub fn page_bytes(&self) -> usize {
         self.shards.iter().map(|s| s.index.page_bytes()).sum()
     }

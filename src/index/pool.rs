@@ -3,9 +3,10 @@
 //! Why not the global allocator: a mass expiry frees most of a million sessions at
 //! once, and glibc's malloc keeps the freed chunks resident (only `malloc_trim`
 //! gives back free pages in the middle of its heap), so the resident set stayed near
-//! its peak. Here every page is an anonymous mapping of its own, unmapped the moment
-//! its last session is freed: the memory goes back to the system at the free, with
-//! no trim and whatever the global allocator.
+//! its peak. Here every page is an anonymous mapping of its own, set aside when its
+//! last session is freed and unmapped with its neighbours soon after ([`EmptyPages`]:
+//! at the end of a sweep, or a batch at a time by sign-ins and sign-outs), with no
+//! trim and whatever the global allocator.
 //!
 //! A page holds [`SLOTS`] sessions. Its free slots form a list threaded through the
 //! slots themselves, and slots never used yet are taken in order, so a page's memory
@@ -32,7 +33,7 @@ use crate::session::Session;
 
 /// Bytes a page maps: a small multiple of the system's page, so a shard's partly
 /// used last page costs little, and few enough mappings that ten million sessions
-/// stay far below Linux's default limit of 65 530 (they mostly merge anyway).
+/// (about 10 000 pages) stay far below Linux's default limit of 65 530.
 const PAGE_BYTES: usize = 64 * 1024;
 /// Sessions per page.
 const SLOTS: u32 = (PAGE_BYTES / size_of::<Session>()) as u32;
@@ -153,15 +154,11 @@ impl Page {
         self.free != END || self.fresh < SLOTS
     }
 
-    fn slot(&mut self, i: u32) -> *mut Session {
+    fn slot(&self, i: u32) -> NonNull<Session> {
         debug_assert!(i < SLOTS);
-        // In bounds: `i < SLOTS` slots of `size_of::<Session>()` fit in the page,
-        // whose base is aligned to the system page.
-        self.memory
-            .base
-            .as_ptr()
-            .wrapping_add(i as usize * size_of::<Session>())
-            .cast()
+        // SAFETY: in bounds: `i < SLOTS` slots of `size_of::<Session>()` fit in the
+        // page, whose base is aligned to the system page.
+        unsafe { self.memory.base.add(i as usize * size_of::<Session>()) }.cast()
     }
 }
 
@@ -214,8 +211,7 @@ impl Pool {
         let p = page.slot(i);
         // SAFETY: `p` is an aligned, unused slot of a live page.
         unsafe { p.write(session) };
-        // A slot of a page is not null.
-        NonNull::new(p).unwrap_or_else(|| handle_alloc_error(Layout::new::<Session>()))
+        p
     }
 
     /// The current page, or another with room made current.
@@ -270,18 +266,14 @@ impl Pool {
         into.0.append(&mut self.empty);
     }
 
-    /// The pages emptied since the last call, to give back.
-    pub(super) fn take_all(&mut self) -> EmptyPages {
-        EmptyPages(std::mem::take(&mut self.empty))
-    }
-
     /// Pages emptied and not given back yet.
     pub(super) fn emptied(&self) -> usize {
         self.empty.len()
     }
 
-    /// Drops the session at `p` and takes its slot back; unmaps its page if that was
-    /// the page's last session and the page is not the current one.
+    /// Drops the session at `p` and takes its slot back; sets its page aside to give
+    /// back (`take_empty`) if that was the page's last session and the page is not
+    /// the current one.
     ///
     /// # Safety
     /// `p` came from this pool's `alloc`, is not freed yet, and nobody else can reach
@@ -374,7 +366,7 @@ mod tests {
             unsafe { pool.free(p) };
         }
         // The current page stays mapped when it empties; the other goes.
-        drop(pool.take_all());
+        pool.take_empty(&mut EmptyPages::default());
         assert_eq!(pool.bytes(), PAGE_BYTES);
     }
 }
