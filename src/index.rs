@@ -14,15 +14,17 @@
 //! # Migration: growing and shrinking in steps
 //!
 //! When a table would pass half full (sessions plus tombstones), or falls under a 32nd
-//! of live sessions, the writer allocates a fresh table (zeroed pages straight from the
-//! allocator, so allocating costs no pass over it), publishes the old one as `old` and
-//! then the new one as `table`, and from then on every writer call moves the next
-//! `step` slots of `old` into `table` (dead sessions are dropped instead). New sessions
-//! go into `table` only. When the last slot is moved, `old` is cleared and the old
-//! table retired. `step` is `4 * old / new` slots (at least [`MIGRATE_STEP`]), and
-//! the new table is at least a 16th of the old, so the migration ends before its
-//! writer calls can fill the new table to half: one migration at a time, and a
-//! bounded amount of work per call whatever the shard's size.
+//! of live sessions, the writer allocates a fresh table of at least 4 slots per live
+//! session (zeroed pages, from a mapping of its own once a system page or more, so
+//! allocating costs no pass over it and freeing gives it back), publishes the old one
+//! as `old` and then the new one as `table`, and from then on every writer call moves
+//! the next `step` slots of `old` into `table` (dead sessions are dropped instead).
+//! New sessions go into `table` only. When the last slot is moved, `old` is cleared
+//! and the old table retired. `step` is `4 * old / new` slots (at least
+//! [`MIGRATE_STEP`]), so the migration ends within `new / 4` writer calls, before
+//! they can fill the new table to half: one migration at a time. The new table is at
+//! least a 64th of the old, so a step moves at most 256 slots: a bounded amount of
+//! work per call whatever the shard's size.
 //!
 //! Invariants, under the writer lock:
 //! - a session is in `table`, or in `old` at or after the migration cursor, or both
@@ -58,8 +60,10 @@
 //!
 //! Sessions live in the shard's own pages (`pool.rs`), each given back to the system
 //! soon after its last session is freed (a sweep's at its end, with one `munmap` per
-//! run of neighbours), so the memory of a mass expiry leaves the process and does not
-//! wait on the global allocator.
+//! run of neighbours), and the free system pages of a page that keeps a few sessions
+//! with it; tables of a system page or more have mappings of their own too
+//! (`memory.rs`). So the memory of a mass expiry leaves the process and does not wait
+//! on the global allocator.
 //!
 //! This is one of the crate's two modules allowed `unsafe` (the other is the ChaCha20
 //! block's dispatch): dereferencing epoch-protected pointers and freeing them.
@@ -75,7 +79,10 @@ use crate::sync::faults::{self, Fault};
 use crate::sync::{lock, null_ptrs, AtomicPtr, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::token::CLIENT_BYTES;
 
+mod memory;
 mod pool;
+#[cfg(not(loom))]
+use memory::Memory;
 pub(crate) use pool::EmptyPages;
 use pool::Pool;
 
@@ -89,7 +96,11 @@ pub(crate) const FREE_STEP: usize = 32;
 /// Sessions a sign-in or sign-out lets wait in the limbo before it seals them (a
 /// retired table, or a sweep chunk, seals at once). Bounds what a quiet shard keeps.
 const SEAL_BATCH: usize = 64;
-/// Emptied pages a sign-in or sign-out lets wait before it gives them back together.
+/// The largest table whose memory is faulted in when made (`Memory::zeroed`).
+#[cfg(not(loom))]
+const POPULATE_TABLE: usize = 1 << 20;
+/// Emptied pages (or pages with free system pages) a sign-in or sign-out lets wait
+/// before it gives them back together.
 const EMPTY_BATCH: usize = 16;
 
 #[inline]
@@ -99,7 +110,100 @@ fn occupied(p: *mut Session) -> bool {
 
 struct Table {
     mask: usize,
-    slots: Box<[AtomicPtr<Session>]>,
+    slots: Slots,
+}
+
+/// A table's slots, all null at first: on the heap while small, in a [`Memory`] of
+/// their own from a system page up, so a big table replaced by a migration leaves
+/// the process when freed rather than stay in the middle of the heap.
+struct Slots {
+    #[cfg(not(loom))]
+    ptr: NonNull<AtomicPtr<Session>>,
+    #[cfg(not(loom))]
+    len: usize,
+    /// The mapping `ptr` points into; `None`: `ptr` is a boxed slice's, freed in
+    /// `drop` (held raw, as no `Box` may sit beside pointers derived from it).
+    #[cfg(not(loom))]
+    memory: Option<Memory>,
+    /// Loom's atomics are not plain memory: always boxed.
+    #[cfg(loom)]
+    boxed: Box<[AtomicPtr<Session>]>,
+}
+
+// SAFETY: `Slots` is an owned `[AtomicPtr<Session>]`, which is `Send` and `Sync`.
+unsafe impl Send for Slots {}
+unsafe impl Sync for Slots {}
+
+impl Slots {
+    fn null(len: usize) -> Slots {
+        #[cfg(not(loom))]
+        {
+            let bytes = len * std::mem::size_of::<AtomicPtr<Session>>();
+            if bytes >= memory::SYSTEM_PAGE {
+                // Populated while small enough to cost a sign-in little (a MiB is
+                // about 100 us); bigger ones fault in as they are used, as the
+                // allocator's large blocks did.
+                let m = Memory::zeroed(bytes, bytes <= POPULATE_TABLE);
+                return Slots {
+                    ptr: m.base.cast(),
+                    len,
+                    memory: Some(m),
+                };
+            }
+            let boxed = Box::into_raw(null_ptrs::<Session>(len));
+            Slots {
+                ptr: NonNull::new(boxed.cast()).unwrap_or(NonNull::dangling()),
+                len,
+                memory: None,
+            }
+        }
+        #[cfg(loom)]
+        Slots {
+            boxed: null_ptrs(len),
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for Slots {
+    fn drop(&mut self) {
+        if self.memory.is_none() {
+            let slice = ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len);
+            // SAFETY: `ptr..ptr + len` came from `Box::into_raw` of a boxed slice of
+            // this length in `Slots::null`, and is freed only here.
+            drop(unsafe { Box::from_raw(slice) });
+        }
+    }
+}
+
+impl Slots {
+    /// Bytes of the mapping the slots live in, if they have one of their own.
+    fn mapped(&self) -> usize {
+        #[cfg(not(loom))]
+        if let Some(m) = &self.memory {
+            return m.len();
+        }
+        0
+    }
+}
+
+impl std::ops::Deref for Slots {
+    type Target = [AtomicPtr<Session>];
+
+    #[inline]
+    fn deref(&self) -> &[AtomicPtr<Session>] {
+        #[cfg(not(loom))]
+        {
+            // SAFETY: `ptr..ptr + len` is owned by `self` while it lives: zeroed
+            // memory (all-zero bits are a null `AtomicPtr`, a valid value) or a boxed
+            // slice of that length; it is only ever accessed atomically.
+            unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        }
+        #[cfg(loom)]
+        {
+            &self.boxed
+        }
+    }
 }
 
 impl Table {
@@ -107,7 +211,7 @@ impl Table {
         debug_assert!(capacity.is_power_of_two());
         Table {
             mask: capacity - 1,
-            slots: null_ptrs(capacity),
+            slots: Slots::null(capacity),
         }
     }
 
@@ -183,13 +287,17 @@ unsafe impl Send for Garbage {}
 impl Garbage {
     /// # Safety
     /// No reader can still hold it: its seal has passed. A session came from `pool`.
-    unsafe fn free(self, pool: &mut Pool) {
+    /// Returns the bytes of a table's own mapping it unmapped (`Books::table_bytes`).
+    unsafe fn free(self, pool: &mut Pool) -> usize {
         // SAFETY: sessions come from `pool`, tables from `Box::into_raw`, and the
         // caller promises nobody else can reach them.
         unsafe {
             match self {
-                Garbage::Session(p) => pool.free(p),
-                Garbage::Table(p) => drop(Box::from_raw(p.as_ptr())),
+                Garbage::Session(p) => {
+                    pool.free(p);
+                    0
+                }
+                Garbage::Table(p) => Box::from_raw(p.as_ptr()).slots.mapped(),
             }
         }
     }
@@ -220,6 +328,8 @@ struct Books {
     old: Option<Raw<Table>>,
     /// The memory the shard's sessions live in.
     pool: Pool,
+    /// Bytes of the tables' own mappings, the current, old and retired ones.
+    table_bytes: usize,
 }
 
 /// A pointer the writer owns or shares with readers under the epoch.
@@ -244,9 +354,10 @@ pub(crate) struct Shard {
     books: Mutex<Books>,
     /// The last seal every reader pinned before it has left.
     passed: Arc<AtomicU64>,
-    /// The pool's bytes, as of the last writer: a figure for `Store::page_bytes`, no
-    /// part of any protocol (a std atomic, Relaxed, even under loom).
-    page_bytes: std::sync::atomic::AtomicUsize,
+    /// The pool's and tables' mapped bytes, as of the last writer: a figure for
+    /// `Store::mapped_bytes`, no part of any protocol (a std atomic, Relaxed, even
+    /// under loom).
+    mapped_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Shard {
@@ -268,9 +379,10 @@ impl Shard {
                 current: Raw(first),
                 old: None,
                 pool: Pool::new(),
+                table_bytes: 0,
             }),
             passed: Arc::new(AtomicU64::new(0)),
-            page_bytes: std::sync::atomic::AtomicUsize::new(0),
+            mapped_bytes: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -359,8 +471,8 @@ impl Shard {
     }
 
     /// Bytes of the pages this shard's sessions live in, as its last writer left them.
-    pub(crate) fn page_bytes(&self) -> usize {
-        self.page_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    pub(crate) fn mapped_bytes(&self) -> usize {
+        self.mapped_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Takes the shard's writer lock. Lookups never wait for it. `hash` is the
@@ -416,7 +528,7 @@ impl Drop for Shard {
                 free_all(&Box::from_raw(o).slots[books.migrated..]);
             }
             for (_, g) in books.limbo.drain(..) {
-                g.free(pool);
+                let _ = g.free(pool);
             }
         }
     }
@@ -602,9 +714,11 @@ impl<'s> Writer<'s> {
         let from = t.capacity();
         let to = ((self.books.live + 1) * 4)
             .next_power_of_two()
-            .max(from / 16)
+            .max(from / 64)
             .max(MIN_CAPACITY);
-        let fresh = Box::into_raw(Box::new(Table::new(to)));
+        let fresh = Box::new(Table::new(to));
+        self.books.table_bytes += fresh.slots.mapped();
+        let fresh = Box::into_raw(fresh);
         // The pointer as stored (not derived from `t`), so the limbo can free it.
         let current = self.books.current.0.as_ptr();
         if faults::active(Fault::TableBeforeOld) {
@@ -767,7 +881,7 @@ impl<'s> Writer<'s> {
                         // SAFETY: unlinked from every table before its seal was
                         // handed to the epoch, and the seal has passed; sessions
                         // come from this shard's pool.
-                        unsafe { g.free(&mut books.pool) };
+                        books.table_bytes -= unsafe { g.free(&mut books.pool) };
                     }
                 }
                 _ => break,
@@ -807,7 +921,14 @@ impl<'s> Writer<'s> {
 
     /// Hands the pages this shard emptied to `into`, to give back with others.
     pub(crate) fn take_empty(&mut self, into: &mut EmptyPages) {
-        self.books.pool.take_empty(into);
+        self.books.pool.give_back(into, 0);
+    }
+
+    /// As `take_empty`, and gives back the system pages that lost their last session
+    /// (a sweep's end: each such give-back interrupts the other cores, as an unmapping
+    /// does, so a sweep does it once per page, after its last free).
+    pub(crate) fn give_back(&mut self, into: &mut EmptyPages) {
+        self.books.pool.give_back(into, usize::MAX);
     }
 
     /// Sessions in the index, dead or alive.
@@ -840,13 +961,15 @@ impl Drop for Writer<'_> {
         }
         let budget = self.free_budget;
         self.reclaim(budget);
-        if self.free_budget <= FREE_STEP && self.books.pool.emptied() >= EMPTY_BATCH {
+        if self.free_budget <= FREE_STEP && self.books.pool.to_give_back() >= EMPTY_BATCH {
             // A sign-in or sign-out gives back what it emptied, a batch at a time.
             // (A sweep gathers its shards' pages and gives them back at its end.)
-            self.books.pool.take_empty(&mut EmptyPages::default());
+            self.books
+                .pool
+                .give_back(&mut EmptyPages::default(), EMPTY_BATCH);
         }
-        self.shard.page_bytes.store(
-            self.books.pool.bytes(),
+        self.shard.mapped_bytes.store(
+            self.books.pool.bytes() + self.books.table_bytes,
             std::sync::atomic::Ordering::Relaxed,
         );
     }

@@ -204,15 +204,18 @@
 //! serial chain of 320 steps, shortest with AVX-512VL's rotate (the block function picks
 //! AVX-512VL, SSSE3 or SSE2 at run time). Memory: 81.6 bytes resident per live
 //! session at one million sessions with 20-byte uids, index included
-//! (`tests/alloc.rs`). Sessions live in pages each shard maps itself and unmaps when
-//! they empty, so memory freed by a mass expiry goes back to the system, whatever
-//! the global allocator ([`Store::page_bytes`]).
+//! (`tests/alloc.rs`). Sessions live in pages each shard maps itself, and its larger
+//! tables in mappings of their own; what empties goes back to the system (a page
+//! that keeps a few sessions keeps only their system pages), so memory freed by a
+//! mass expiry leaves the process, whatever the global allocator
+//! ([`Store::mapped_bytes`]).
 //!
 //! # Safety and how it is verified
 //!
 //! The crate root denies `unsafe_code`; two places allow it, so this list cannot go
-//! stale: the index, `index.rs` and `index/pool.rs` (dereferencing epoch-protected
-//! pointers, retiring unlinked sessions and tables, the sessions' slots and pages),
+//! stale: the index, `index.rs`, `index/pool.rs` and `index/memory.rs`
+//! (dereferencing epoch-protected pointers, retiring unlinked sessions and tables,
+//! the sessions' slots and pages, the mappings they and the tables live in),
 //! and, in `token/chacha.rs`, the two dispatch functions that call the ChaCha20
 //! block's `#[target_feature]` versions after run-time detection.
 //! Each `unsafe` block carries a `// SAFETY:` argument; Miri runs over both

@@ -446,13 +446,15 @@ impl<C: Clock> Store<C> {
         self.len() == 0
     }
 
-    /// Bytes of the pages the store's sessions live in, as each shard's last writer
-    /// left them. They are mapped from the system page by page, outside the global
-    /// allocator (a counting allocator does not see them), and each goes back to the
-    /// system soon after its last session is freed: a sweep's at the sweep's end. The
-    /// index's tables come from the global allocator and are not in this.
-    pub fn page_bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.index.page_bytes()).sum()
+    /// Bytes of memory the store maps itself, as each shard's last writer left it:
+    /// the pages its sessions live in and its larger tables. Outside the global
+    /// allocator (a counting allocator does not see them), and resident where
+    /// touched: the pages count only their system pages that may hold a session, as
+    /// the tables count whole (they are faulted in when made, below a MiB each).
+    /// Each goes back to the system soon after it empties: a sweep's at the sweep's
+    /// end.
+    pub fn mapped_bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.index.mapped_bytes()).sum()
     }
 
     /// The counters, summed over threads' stripes.
@@ -469,12 +471,27 @@ impl<C: Clock> Store<C> {
     /// [`SWEEP_CHUNK`](Self::SWEEP_CHUNK) slot visits (each may remove a session, or
     /// move one while the shard migrates) and as many frees of sessions removed
     /// earlier, then releases it, so a sign-in on that shard waits for one chunk at
-    /// most. Each chunk pins afresh, so the epoch moves on while it runs.
+    /// most. Each chunk pins afresh, so the epoch moves on while it runs. The
+    /// memory the removed sessions held goes back to the system before it returns
+    /// (see [`mapped_bytes`](Self::mapped_bytes)).
     pub fn sweep(&self) -> usize {
         let now = self.clock.now_ms();
         let hasher = |u: &str| self.hash(u);
         let mut removed = 0;
+        let mut previous: Option<&ShardSlot> = None;
         for shard in self.shards.iter() {
+            // Free what the previous shard's sweep left waiting on its seals, which
+            // have mostly passed by now, so that only two shards' removed sessions
+            // wait at once: kept waiting until the end, 64 shards' worth (up to 6 MB
+            // at a million) grew the heap, which kept it after they were freed.
+            if let Some(p) = previous.replace(shard) {
+                for _ in 0..Self::DRAIN_HOLDS {
+                    let guard = epoch::pin();
+                    if p.index.write(&hasher, &guard).drain(Self::SWEEP_CHUNK) {
+                        break;
+                    }
+                }
+            }
             let mut at = Some(SweepAt::default());
             while let Some(here) = at {
                 let guard = epoch::pin();
@@ -496,8 +513,14 @@ impl<C: Clock> Store<C> {
             for shard in self.shards.iter() {
                 let guard = epoch::pin();
                 let mut w = shard.index.write(&hasher, &guard);
-                empty &= w.drain(Self::SWEEP_CHUNK);
-                w.take_empty(&mut pages);
+                if w.drain(Self::SWEEP_CHUNK) {
+                    // Nothing left to free here: give back the free parts of the
+                    // pages that kept a session, once (a later round finds none).
+                    w.give_back(&mut pages);
+                } else {
+                    empty = false;
+                    w.take_empty(&mut pages);
+                }
             }
             if empty {
                 break;
@@ -514,6 +537,14 @@ impl<C: Clock> Store<C> {
     const DRAIN_ROUNDS: usize = 64;
     #[cfg(loom)]
     const DRAIN_ROUNDS: usize = 2;
+
+    /// Holds of the previous shard's lock `sweep` takes to free what its sweep left,
+    /// before it moves on (a hold frees up to a chunk; under loom one, as with
+    /// `DRAIN_ROUNDS`).
+    #[cfg(not(loom))]
+    const DRAIN_HOLDS: usize = 8;
+    #[cfg(loom)]
+    const DRAIN_HOLDS: usize = 1;
 
     /// The most slots [`sweep`](Self::sweep) visits per hold of a shard's lock.
     pub const SWEEP_CHUNK: usize = 1024;

@@ -93,7 +93,7 @@ fn authenticate_never_allocates() {
 
 /// Memory per live session at one million sessions of 20-byte uids, one session each:
 /// bytes requested from the allocator (the index) plus the pages the sessions live
-/// in, which the store maps itself (`Store::page_bytes`).
+/// in, which the store maps itself (`Store::mapped_bytes`).
 #[test]
 fn a_session_costs_at_most_160_bytes() {
     let _serial = serial();
@@ -108,7 +108,7 @@ fn a_session_costs_at_most_160_bytes() {
     }
     flush_epochs();
     let per_session =
-        (baton_support::net_bytes() - before + store.page_bytes() as isize) as f64 / N as f64;
+        (baton_support::net_bytes() - before + store.mapped_bytes() as isize) as f64 / N as f64;
     let rss = rss_bytes()
         .zip(rss_before)
         .map(|(a, b)| (a - b) as f64 / N as f64);
@@ -144,10 +144,10 @@ fn churn_does_not_grow_memory() {
     };
     churn(5);
     flush_epochs();
-    let steady = baton_support::net_bytes() + store.page_bytes() as isize;
+    let steady = baton_support::net_bytes() + store.mapped_bytes() as isize;
     churn(50);
     flush_epochs();
-    let after = baton_support::net_bytes() + store.page_bytes() as isize;
+    let after = baton_support::net_bytes() + store.mapped_bytes() as isize;
     assert_eq!(store.len(), USERS);
     // 100 000 sign-ins and sign-outs later: within 64 bytes per session of where it was.
     let growth = after - steady;
@@ -166,8 +166,8 @@ fn rss_bytes() -> Option<i64> {
 }
 
 /// A mass expiry gives its memory back: after a sweep removes 100 000 expired sessions,
-/// the pages left are a small fraction of the full store's, and every survivor still
-/// rotates.
+/// the memory the store maps (pages and tables) is within 2x of what a fresh store of
+/// as many sessions maps, and every survivor still rotates.
 #[test]
 fn a_mass_expiry_gives_its_pages_back() {
     let _serial = serial();
@@ -195,14 +195,20 @@ fn a_mass_expiry_gives_its_pages_back() {
             (uid, client, token)
         })
         .collect();
-    let full = store.page_bytes();
+    let full = store.mapped_bytes();
     clock.advance(LIFESPAN / 2 + Duration::from_secs(1));
     assert_eq!(store.sweep(), N);
-    let after = store.page_bytes();
-    assert!(full >= N * 48, "{full} bytes of pages for {N} sessions");
+    let after = store.mapped_bytes();
+    assert!(full >= N * 48, "{full} bytes mapped for {N} sessions");
+    let fresh = Store::builder().shards(4).build().unwrap();
+    for i in 0..survivors.len() {
+        fresh.issue(&format!("anew{i:016}")).unwrap();
+    }
+    let need = fresh.mapped_bytes();
+    println!("mapped: full {full}, after the expiry {after}, a fresh store {need}");
     assert!(
-        after * 20 < full,
-        "{after} bytes of pages left of {full} for 1000 survivors"
+        after <= 2 * need,
+        "{after} bytes mapped after the expiry, a fresh store of 1000 maps {need}"
     );
     for (uid, client, token) in &survivors {
         assert!(store.authenticate(uid, client, token).is_ok(), "{uid} lost");

@@ -3,32 +3,37 @@
 //! Why not the global allocator: a mass expiry frees most of a million sessions at
 //! once, and glibc's malloc keeps the freed chunks resident (only `malloc_trim`
 //! gives back free pages in the middle of its heap), so the resident set stayed near
-//! its peak. Here every page is an anonymous mapping of its own, set aside when its
-//! last session is freed and unmapped with its neighbours soon after ([`EmptyPages`]:
-//! at the end of a sweep, or a batch at a time by sign-ins and sign-outs), with no
-//! trim and whatever the global allocator.
+//! its peak. Here every page is a [`Memory`] of its own (an anonymous mapping), set
+//! aside when its last session is freed and unmapped with its neighbours soon after
+//! ([`EmptyPages`]: at the end of a sweep, or a batch at a time by sign-ins and
+//! sign-outs), with no trim and whatever the global allocator.
 //!
-//! A page holds [`SLOTS`] sessions. Its free slots form a list threaded through the
-//! slots themselves, and slots never used yet are taken in order, so a page's memory
-//! is touched only as it fills. Sign-ins fill the current page; when it is full they
-//! take the most recent page that got a slot back, else a new one. Sessions signed in
-//! together share pages, so sessions that expire together (the usual mass expiry)
-//! empty whole pages. A page emptied while it is the current one is kept, so a shard
-//! that signs in and out around a page boundary does not map and unmap each time.
+//! A page holds [`SLOTS`] sessions. Which slots are free is a bitmap beside the page,
+//! never in the slots themselves, and a sign-in takes the page's lowest free slot: a
+//! page's memory is touched only as it fills, and the survivors of an expiry sit
+//! low in their page. Sign-ins fill the current page; when it is full they take the
+//! most recent page that got a slot back, else a new one. Sessions signed in together
+//! share pages, so sessions that expire together (the usual mass expiry) empty whole
+//! pages. A page emptied while it is the current one is kept, so a shard that signs
+//! in and out around a page boundary does not map and unmap each time.
+//!
+//! A page that keeps a few sessions keeps only their system pages: a system page
+//! (4 KiB) whose slots are all free is given back with `madvise(MADV_DONTNEED)`, in
+//! the same batches as empty pages (`Pool::give_back`), and reads as zero when a
+//! sign-in next takes a slot in it. Nothing reads a free slot, so nothing misses
+//! what was discarded.
 //!
 //! A slot is handed out only after its previous session was freed, which the index
-//! does only once no reader can hold it (the seals of `index.rs`); pages are
-//! unmapped only when they hold no session. So readers never see a reused slot or a
-//! missing page.
+//! does only once no reader can hold it (the seals of `index.rs`); memory is
+//! unmapped or discarded only where no session is. So readers never see a reused
+//! slot or a missing page.
 #![allow(unsafe_code)]
 
-use std::alloc::{handle_alloc_error, Layout};
 use std::collections::BTreeMap;
-use std::mem::{align_of, size_of};
+use std::mem::size_of;
 use std::ptr::NonNull;
 
-use memmap2::MmapMut;
-
+use super::memory::{Memory, Owner, SYSTEM_PAGE};
 use crate::session::Session;
 
 /// Bytes a page maps: a small multiple of the system's page, so a shard's partly
@@ -36,67 +41,13 @@ use crate::session::Session;
 /// (about 10 000 pages) stay far below Linux's default limit of 65 530.
 const PAGE_BYTES: usize = 64 * 1024;
 /// Sessions per page.
-const SLOTS: u32 = (PAGE_BYTES / size_of::<Session>()) as u32;
-/// The end of a page's free list.
-const END: u32 = u32::MAX;
+const SLOTS: usize = PAGE_BYTES / size_of::<Session>();
+/// Words of a page's free-slot bitmap.
+const WORDS: usize = SLOTS.div_ceil(64);
+/// System pages per page.
+const SUBPAGES: usize = PAGE_BYTES / SYSTEM_PAGE;
 
-const _: () = assert!(SLOTS >= 16 && align_of::<Session>() >= align_of::<u32>());
-
-/// A page's memory: a mapping of its own, or the global allocator's if the system
-/// refused the mapping (too many mappings, say), so a refusal costs only the early
-/// return of memory, never a sign-in.
-///
-/// `base` is taken once, when the page is made: every slot pointer derives from it,
-/// so no later borrow of the mapping invalidates pointers readers hold.
-struct Memory {
-    base: NonNull<u8>,
-    owner: Owner,
-}
-
-enum Owner {
-    Mapped(MmapMut),
-    /// Held for its `Drop`, which frees the page.
-    #[allow(dead_code)]
-    Heap(HeapPage),
-}
-
-/// A page from the global allocator, freed when dropped.
-struct HeapPage(NonNull<u8>);
-
-impl Drop for HeapPage {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `Memory::new` with this layout, freed only here.
-        unsafe { std::alloc::dealloc(self.0.as_ptr(), HEAP_PAGE) }
-    }
-}
-
-/// The layout of a page taken from the global allocator.
-const HEAP_PAGE: Layout = match Layout::from_size_align(PAGE_BYTES, 4096) {
-    Ok(layout) => layout,
-    Err(_) => panic!("a page is a power of two"),
-};
-
-impl Memory {
-    fn new() -> Memory {
-        if let Ok(mut m) = MmapMut::map_anon(PAGE_BYTES) {
-            if let Some(base) = NonNull::new(m.as_mut_ptr()) {
-                return Memory {
-                    base,
-                    owner: Owner::Mapped(m),
-                };
-            }
-        }
-        // SAFETY: the layout's size is not zero.
-        let p = unsafe { std::alloc::alloc(HEAP_PAGE) };
-        match NonNull::new(p) {
-            Some(base) => Memory {
-                base,
-                owner: Owner::Heap(HeapPage(base)),
-            },
-            None => handle_alloc_error(HEAP_PAGE),
-        }
-    }
-}
+const _: () = assert!(SLOTS >= 16 && SUBPAGES <= 32 && PAGE_BYTES.is_multiple_of(SYSTEM_PAGE));
 
 /// Emptied pages, given back to the system when this drops: adjacent mappings with
 /// one `munmap` each run. Each unmapping interrupts the other cores running the
@@ -139,26 +90,65 @@ impl Drop for EmptyPages {
 
 struct Page {
     memory: Memory,
-    /// The first slot of the free list, or `END`.
-    free: u32,
-    /// Slots from this one on were never used.
-    fresh: u32,
+    /// Bit `i % 64` of word `i / 64` set: slot `i` is free. Bits past `SLOTS` clear.
+    free: [u64; WORDS],
     /// Sessions in the page.
     used: u32,
+    /// Bit `k` set: system page `k` was touched since it was last discarded.
+    touched: u32,
     /// Whether the pool's `open` list holds this page.
     listed: bool,
+    /// Whether the pool's `trim` list holds this page.
+    trimmable: bool,
+}
+
+/// The system pages slot `i` spans.
+fn subpages_of(i: usize) -> std::ops::RangeInclusive<usize> {
+    let at = i * size_of::<Session>();
+    at / SYSTEM_PAGE..=(at + size_of::<Session>() - 1) / SYSTEM_PAGE
 }
 
 impl Page {
-    fn has_room(&self) -> bool {
-        self.free != END || self.fresh < SLOTS
+    fn new(memory: Memory) -> Page {
+        let mut free = [u64::MAX; WORDS];
+        if !SLOTS.is_multiple_of(64) {
+            free[WORDS - 1] = (1 << (SLOTS % 64)) - 1;
+        }
+        Page {
+            memory,
+            free,
+            used: 0,
+            touched: 0,
+            listed: false,
+            trimmable: false,
+        }
     }
 
-    fn slot(&self, i: u32) -> NonNull<Session> {
+    fn has_room(&self) -> bool {
+        self.used < SLOTS as u32
+    }
+
+    fn slot(&self, i: usize) -> NonNull<Session> {
         debug_assert!(i < SLOTS);
         // SAFETY: in bounds: `i < SLOTS` slots of `size_of::<Session>()` fit in the
         // page, whose base is aligned to the system page.
-        unsafe { self.memory.base.add(i as usize * size_of::<Session>()) }.cast()
+        unsafe { self.memory.base.add(i * size_of::<Session>()) }.cast()
+    }
+
+    fn is_free(&self, i: usize) -> bool {
+        self.free[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Whether no session overlaps system page `k`.
+    fn subpage_free(&self, k: usize) -> bool {
+        let first = k * SYSTEM_PAGE / size_of::<Session>();
+        let last = ((k + 1) * SYSTEM_PAGE - 1) / size_of::<Session>();
+        (first..=last.min(SLOTS - 1)).all(|i| self.is_free(i))
+    }
+
+    /// Whether freeing slot `i` left a touched system page with no session.
+    fn emptied_a_subpage(&self, i: usize) -> bool {
+        subpages_of(i).any(|k| self.touched & (1 << k) != 0 && self.subpage_free(k))
     }
 }
 
@@ -172,8 +162,13 @@ pub(super) struct Pool {
     open: Vec<usize>,
     /// The page sign-ins fill.
     current: Option<usize>,
-    /// Pages emptied and not yet given back (`Pool::take_empty`).
+    /// Pages emptied and not yet given back (`Pool::give_back`).
     empty: Vec<Memory>,
+    /// Pages with a touched system page that holds no session, to discard
+    /// (`Pool::give_back`); may hold pages unmapped since (`Page::trimmable`).
+    trim: Vec<usize>,
+    /// Touched system pages of the pages in `pages`.
+    touched: usize,
 }
 
 // SAFETY: the pool owns its pages and the sessions in them, and `Session` is `Send`
@@ -187,30 +182,37 @@ impl Pool {
             open: Vec::new(),
             current: None,
             empty: Vec::new(),
+            trim: Vec::new(),
+            touched: 0,
         }
     }
 
-    /// Bytes of pages held, the emptied ones not yet given back included.
+    /// Bytes of pages the pool may hold resident: the touched system pages of its
+    /// pages, and the emptied pages not given back yet.
     pub(super) fn bytes(&self) -> usize {
-        (self.pages.len() + self.empty.len()) * PAGE_BYTES
+        self.touched * SYSTEM_PAGE + self.empty.len() * PAGE_BYTES
     }
 
-    /// Moves `session` into a free slot.
+    /// Moves `session` into the lowest free slot of the current page.
     pub(super) fn alloc(&mut self, session: Session) -> NonNull<Session> {
         let page = self.page_with_room();
-        let i = if page.free != END {
-            let i = page.free;
-            // SAFETY: a free slot holds the next free slot's index (`free` wrote it).
-            page.free = unsafe { page.slot(i).cast::<u32>().read() };
-            i
-        } else {
-            page.fresh += 1;
-            page.fresh - 1
+        let Some(w) = page.free.iter().position(|&w| w != 0) else {
+            unreachable!("a page with room has a free slot")
         };
+        let i = w * 64 + page.free[w].trailing_zeros() as usize;
+        page.free[w] &= page.free[w] - 1;
         page.used += 1;
+        let mut touched = 0;
+        for k in subpages_of(i) {
+            if page.touched & (1 << k) == 0 {
+                page.touched |= 1 << k;
+                touched += 1;
+            }
+        }
         let p = page.slot(i);
-        // SAFETY: `p` is an aligned, unused slot of a live page.
+        // SAFETY: `p` is an aligned, free slot of a live page.
         unsafe { p.write(session) };
+        self.touched += touched;
         p
     }
 
@@ -247,33 +249,51 @@ impl Pool {
     }
 
     fn map(&mut self) -> usize {
-        let memory = Memory::new();
+        // Only writers touch a slot before its session is published: no populate.
+        let memory = Memory::zeroed(PAGE_BYTES, false);
         let base = memory.base.as_ptr() as usize;
-        let page = Page {
-            memory,
-            free: END,
-            fresh: 0,
-            used: 0,
-            listed: false,
-        };
-        self.pages.insert(base, page);
+        self.pages.insert(base, Page::new(memory));
         base
     }
 
     /// Moves the pages emptied since the last call into `into`, which gives them back
-    /// to the system when dropped.
-    pub(super) fn take_empty(&mut self, into: &mut EmptyPages) {
+    /// to the system when dropped, and discards the system pages that lost their last
+    /// session, up to `pages` pages' worth (the rest wait for the next call).
+    pub(super) fn give_back(&mut self, into: &mut EmptyPages, pages: usize) {
         into.0.append(&mut self.empty);
+        for _ in 0..pages {
+            let Some(base) = self.trim.pop() else {
+                break;
+            };
+            let Some(page) = self.pages.get_mut(&base) else {
+                continue;
+            };
+            page.trimmable = false;
+            let mut k = 0;
+            while k < SUBPAGES {
+                let run = (k..SUBPAGES)
+                    .take_while(|&j| page.touched & (1 << j) != 0 && page.subpage_free(j))
+                    .count();
+                // SAFETY: no session overlaps these system pages, so nothing reads
+                // them until `alloc` writes a session there, and no reference into
+                // them exists (free slots are never borrowed).
+                if run > 0 && unsafe { page.memory.discard(k * SYSTEM_PAGE, run * SYSTEM_PAGE) } {
+                    page.touched &= !(((1u64 << run) - 1) << k) as u32;
+                    self.touched -= run;
+                }
+                k += run.max(1);
+            }
+        }
     }
 
-    /// Pages emptied and not given back yet.
-    pub(super) fn emptied(&self) -> usize {
-        self.empty.len()
+    /// Pages emptied, and pages with system pages to discard, not given back yet.
+    pub(super) fn to_give_back(&self) -> usize {
+        self.empty.len() + self.trim.len()
     }
 
     /// Drops the session at `p` and takes its slot back; sets its page aside to give
-    /// back (`take_empty`) if that was the page's last session and the page is not
-    /// the current one.
+    /// back (`give_back`) if that was the page's last session and the page is not
+    /// the current one, or else its system page if that was its last session.
     ///
     /// # Safety
     /// `p` came from this pool's `alloc`, is not freed yet, and nobody else can reach
@@ -286,27 +306,34 @@ impl Pool {
             debug_assert!(false, "a session from another pool");
             return;
         };
-        let i = ((addr - base) / size_of::<Session>()) as u32;
-        debug_assert!(i < SLOTS && page.used > 0, "a session from another pool");
-        // SAFETY: the slot is ours again (its session dropped above), aligned for a u32.
-        unsafe { page.slot(i).cast::<u32>().write(page.free) };
-        page.free = i;
+        let i = (addr - base) / size_of::<Session>();
+        debug_assert!(
+            i < SLOTS && page.used > 0 && !page.is_free(i),
+            "a session from another pool"
+        );
+        page.free[i / 64] |= 1 << (i % 64);
         page.used -= 1;
-        if self.current == Some(base) {
-            return;
-        }
-        if page.used == 0 {
+        if page.used == 0 && self.current != Some(base) {
             // No session is left in it, so no reader can reach it: given back with
-            // the next `take_empty`.
+            // the next `give_back`.
             if let Some(page) = self.pages.remove(&base) {
+                self.touched -= page.touched.count_ones() as usize;
                 self.empty.push(page.memory);
             }
-            if self.open.len() > 2 * self.pages.len() + 16 {
+            if self.open.len() + self.trim.len() > 2 * self.pages.len() + 16 {
                 let pages = &self.pages;
                 self.open
                     .retain(|b| pages.get(b).is_some_and(|page| page.listed));
+                self.trim
+                    .retain(|b| pages.get(b).is_some_and(|page| page.trimmable));
             }
-        } else if !page.listed {
+            return;
+        }
+        if !page.trimmable && page.emptied_a_subpage(i) {
+            page.trimmable = true;
+            self.trim.push(base);
+        }
+        if self.current != Some(base) && !page.listed {
             page.listed = true;
             self.open.push(base);
         }
@@ -326,47 +353,109 @@ mod tests {
         )
     }
 
+    /// Frees `ps` (each allocated from `pool` and not freed yet).
+    fn free_all(pool: &mut Pool, ps: &[NonNull<Session>]) {
+        for &p in ps {
+            // SAFETY: the caller's promise.
+            unsafe { pool.free(p) };
+        }
+    }
+
     #[test]
-    fn slots_are_reused_and_empty_pages_given_back() {
+    fn slots_are_reused_lowest_first_and_empty_pages_given_back() {
         let mut pool = Pool::new();
-        let n = 3 * SLOTS as usize;
-        let ps: Vec<_> = (0..n).map(|i| pool.alloc(session(i))).collect();
+        let ps: Vec<_> = (0..3 * SLOTS).map(|i| pool.alloc(session(i))).collect();
         assert_eq!(pool.bytes(), 3 * PAGE_BYTES);
         for (i, p) in ps.iter().enumerate() {
             // SAFETY: allocated above, not freed.
             assert_eq!(unsafe { p.as_ref() }.stream, i as u64);
         }
         // Free the first two pages whole: both go back; the third is current.
-        for &p in &ps[..2 * SLOTS as usize] {
-            // SAFETY: allocated above, freed once.
-            unsafe { pool.free(p) };
-        }
+        free_all(&mut pool, &ps[..2 * SLOTS]);
         assert_eq!(pool.bytes(), 3 * PAGE_BYTES, "emptied, not yet given back");
         let mut back = EmptyPages::default();
-        pool.take_empty(&mut back);
+        pool.give_back(&mut back, usize::MAX);
         assert_eq!((back.0.len(), pool.bytes()), (2, PAGE_BYTES));
         drop(back);
-        // Free every other session of the third: its slots are reused, no new page.
-        for &p in ps[2 * SLOTS as usize..].iter().step_by(2) {
-            // SAFETY: as above.
-            unsafe { pool.free(p) };
-        }
-        let again: Vec<_> = (0..SLOTS as usize / 2)
-            .map(|i| pool.alloc(session(i)))
-            .collect();
+        // Free two slots of the third: they are reused lowest first, no new page.
+        let third = &ps[2 * SLOTS..];
+        free_all(&mut pool, &[third[7], third[3]]);
+        assert_eq!(pool.alloc(session(0)), third[3]);
+        assert_eq!(pool.alloc(session(0)), third[7]);
         assert_eq!(pool.bytes(), PAGE_BYTES);
+        // Full: the next session takes a new page, touching one system page of it.
         let next = pool.alloc(session(0));
-        assert_eq!(pool.bytes(), 2 * PAGE_BYTES);
-        for p in again
-            .into_iter()
-            .chain([next])
-            .chain(ps[2 * SLOTS as usize..].iter().skip(1).step_by(2).copied())
-        {
-            // SAFETY: each allocated and not yet freed.
-            unsafe { pool.free(p) };
+        assert_eq!(pool.bytes(), PAGE_BYTES + SYSTEM_PAGE);
+        free_all(&mut pool, third);
+        free_all(&mut pool, &[next]);
+        // The current page stays mapped when it empties, its memory discarded (on
+        // Linux); the other goes.
+        pool.give_back(&mut EmptyPages::default(), usize::MAX);
+        let discards = cfg!(all(target_os = "linux", not(miri)));
+        assert_eq!(
+            pool.bytes(),
+            if discards { 0 } else { SYSTEM_PAGE },
+            "only the current page is left"
+        );
+        assert_eq!(pool.pages.len(), 1);
+    }
+
+    /// Whether each system page of `page` is resident (`mincore`).
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn resident(pool: &Pool, page: usize) -> Vec<bool> {
+        let mut vec = vec![0u8; SUBPAGES];
+        // SAFETY: `page` is the base of one of the pool's mappings, PAGE_BYTES long,
+        // and `vec` has a byte for each of its system pages.
+        let r = unsafe { libc::mincore(page as *mut libc::c_void, PAGE_BYTES, vec.as_mut_ptr()) };
+        assert_eq!(r, 0, "mincore");
+        assert!(pool.pages.contains_key(&page));
+        vec.iter().map(|b| b & 1 == 1).collect()
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn survivors_keep_only_their_system_pages() {
+        let mut pool = Pool::new();
+        let ps: Vec<_> = (0..SLOTS + 1).map(|i| pool.alloc(session(i))).collect();
+        let first = ps[0].as_ptr() as usize;
+        assert_eq!(resident(&pool, first), vec![true; SUBPAGES]);
+        // Keep the sessions of one system page in the middle of the (not current)
+        // first page: the others' system pages go back, theirs stays.
+        let per = SYSTEM_PAGE / size_of::<Session>();
+        let keep = 5 * per..6 * per;
+        let (before, rest) = ps[..SLOTS].split_at(keep.start);
+        let (kept, after) = rest.split_at(per);
+        free_all(&mut pool, before);
+        free_all(&mut pool, after);
+        assert_eq!(pool.bytes(), PAGE_BYTES + SYSTEM_PAGE, "not given back yet");
+        pool.give_back(&mut EmptyPages::default(), usize::MAX);
+        assert_eq!(
+            pool.bytes(),
+            2 * SYSTEM_PAGE,
+            "one system page in each page"
+        );
+        let want: Vec<bool> = (0..SUBPAGES).map(|k| k == 5).collect();
+        assert_eq!(resident(&pool, first), want);
+        for (p, i) in kept.iter().zip(keep.clone()) {
+            // SAFETY: allocated above, not freed.
+            assert_eq!(unsafe { p.as_ref() }.stream, i as u64, "a survivor lost");
         }
-        // The current page stays mapped when it empties; the other goes.
-        pool.take_empty(&mut EmptyPages::default());
-        assert_eq!(pool.bytes(), PAGE_BYTES);
+        // The current page's last session goes: its system page is discarded too,
+        // and used again as if fresh.
+        let second = ps[SLOTS].as_ptr() as usize;
+        free_all(&mut pool, &ps[SLOTS..]);
+        pool.give_back(&mut EmptyPages::default(), usize::MAX);
+        assert_eq!(resident(&pool, second), vec![false; SUBPAGES]);
+        assert_eq!(pool.bytes(), SYSTEM_PAGE);
+        let again: Vec<_> = (0..per).map(|i| pool.alloc(session(1000 + i))).collect();
+        for (i, p) in again.iter().enumerate() {
+            // SAFETY: allocated above, not freed.
+            assert_eq!(unsafe { p.as_ref() }.stream, 1000 + i as u64);
+        }
+        assert_eq!(again[0].as_ptr() as usize, second, "lowest slot first");
+        assert!(resident(&pool, second)[0]);
+        assert_eq!(pool.bytes(), 2 * SYSTEM_PAGE);
+        free_all(&mut pool, kept);
+        free_all(&mut pool, &again);
     }
 }
