@@ -202,7 +202,7 @@
 //! allocates about 104 bytes per rotation, and takes a third of the memory. Kept.
 //! A rotation is about 2 000 instructions; its largest part is the ChaCha20 block, a
 //! serial chain of 320 steps, shortest with AVX-512VL's rotate (the block function picks
-//! AVX-512VL, SSSE3 or SSE2 at run time). Memory: 81.6 bytes resident per live
+//! AVX-512VL, SSSE3 or SSE2 at run time). Memory: 81.4 bytes resident per live
 //! session at one million sessions with 20-byte uids, index included
 //! (`tests/alloc.rs`). Sessions live in pages each shard maps itself, and its larger
 //! tables in mappings of their own; what empties goes back to the system (a page
