@@ -157,6 +157,19 @@ fn churn_does_not_grow_memory() {
     );
 }
 
+/// The system's page size, where known.
+fn page_size() -> Option<usize> {
+    #[cfg(unix)]
+    {
+        // SAFETY: no preconditions.
+        usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
 /// Resident memory of this process, from /proc (Linux only).
 fn rss_bytes() -> Option<i64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -206,10 +219,17 @@ fn a_mass_expiry_gives_its_pages_back() {
     }
     let need = fresh.mapped_bytes();
     println!("mapped: full {full}, after the expiry {after}, a fresh store {need}");
-    assert!(
-        after <= 2 * need,
-        "{after} bytes mapped after the expiry, a fresh store of 1000 maps {need}"
-    );
+    // Where free system pages inside a page cannot be given back (not Linux, or
+    // pages other than 4 KiB), only whole pages go: a far weaker bound.
+    let discards = cfg!(target_os = "linux") && page_size() == Some(4096);
+    if discards {
+        assert!(
+            after <= 2 * need,
+            "{after} bytes mapped after the expiry, a fresh store of 1000 maps {need}"
+        );
+    } else {
+        assert!(after * 20 < full, "{after} bytes mapped of {full}");
+    }
     for (uid, client, token) in &survivors {
         assert!(store.authenticate(uid, client, token).is_ok(), "{uid} lost");
     }

@@ -100,25 +100,21 @@ impl Memory {
     /// only a mapping's memory, on Linux with 4 KiB pages, outside Miri.
     ///
     /// # Safety
-    /// Nothing in the range is read as anything but zero afterwards, and nobody holds
+    /// Nothing in the range is needed any more (its contents are lost), and nobody holds
     /// a reference into it. `offset` and `len` are multiples of [`SYSTEM_PAGE`].
     pub(super) unsafe fn discard(&self, offset: usize, len: usize) -> bool {
         debug_assert!(offset.is_multiple_of(SYSTEM_PAGE) && len.is_multiple_of(SYSTEM_PAGE));
         #[cfg(all(target_os = "linux", not(miri)))]
         if let Owner::Mapped(m) = &self.owner {
             if system_page() == SYSTEM_PAGE && offset + len <= m.len() {
-                // SAFETY: inside our own private anonymous mapping; the caller
-                // promises nothing there is needed. MADV_DONTNEED on such a mapping
-                // drops the pages now (RSS falls at once, unlike MADV_FREE), and
-                // they come back zero-filled.
+                // SAFETY: inside our own private anonymous mapping (in bounds, just
+                // checked); the caller promises nothing there is needed. On Linux,
+                // MADV_DONTNEED on such a mapping drops the pages now (the resident
+                // set falls at once, unlike MADV_FREE), and they come back zeroed.
                 let r = unsafe {
-                    libc::madvise(
-                        self.base.as_ptr().add(offset).cast(),
-                        len,
-                        libc::MADV_DONTNEED,
-                    )
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
                 };
-                return r == 0;
+                return r.is_ok();
             }
         }
         let _ = (offset, len);
