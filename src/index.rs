@@ -162,6 +162,15 @@ impl Slots {
             boxed: null_ptrs(len),
         }
     }
+
+    /// Bytes of the mapping the slots live in, if they have one of their own.
+    fn mapped(&self) -> usize {
+        #[cfg(not(loom))]
+        if let Some(m) = &self.memory {
+            return m.len();
+        }
+        0
+    }
 }
 
 #[cfg(not(loom))]
@@ -173,17 +182,6 @@ impl Drop for Slots {
             // this length in `Slots::null`, and is freed only here.
             drop(unsafe { Box::from_raw(slice) });
         }
-    }
-}
-
-impl Slots {
-    /// Bytes of the mapping the slots live in, if they have one of their own.
-    fn mapped(&self) -> usize {
-        #[cfg(not(loom))]
-        if let Some(m) = &self.memory {
-            return m.len();
-        }
-        0
     }
 }
 
@@ -470,7 +468,8 @@ impl Shard {
         }
     }
 
-    /// Bytes of the pages this shard's sessions live in, as its last writer left them.
+    /// Bytes this shard maps itself (session pages and tables), as its last writer
+    /// left them.
     pub(crate) fn mapped_bytes(&self) -> usize {
         self.mapped_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
