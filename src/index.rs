@@ -99,6 +99,9 @@ const SEAL_BATCH: usize = 64;
 /// The largest table whose memory is faulted in when made (`Memory::zeroed`).
 #[cfg(not(loom))]
 const POPULATE_TABLE: usize = 1 << 20;
+/// Pages a sweep's lock hold gives free system pages back in, at most: a few
+/// `madvise` calls each, about a chunk's worth of the hold's time.
+const GIVE_BACK_PAGES: usize = 64;
 /// Emptied pages (or pages with free system pages) a sign-in or sign-out lets wait
 /// before it gives them back together.
 const EMPTY_BATCH: usize = 16;
@@ -923,11 +926,13 @@ impl<'s> Writer<'s> {
         self.books.pool.give_back(into, 0);
     }
 
-    /// As `take_empty`, and gives back the system pages that lost their last session
-    /// (a sweep's end: each such give-back interrupts the other cores, as an unmapping
-    /// does, so a sweep does it once per page, after its last free).
-    pub(crate) fn give_back(&mut self, into: &mut EmptyPages) {
-        self.books.pool.give_back(into, usize::MAX);
+    /// As `take_empty`, and gives back the system pages that lost their last session,
+    /// in up to [`GIVE_BACK_PAGES`] pages (a sweep's end: each such give-back
+    /// interrupts the other cores, as an unmapping does, so a sweep does it once per
+    /// page, after its last free). Returns whether none is left to give back.
+    pub(crate) fn give_back(&mut self, into: &mut EmptyPages) -> bool {
+        self.books.pool.give_back(into, GIVE_BACK_PAGES);
+        self.books.pool.to_give_back() == 0
     }
 
     /// Sessions in the index, dead or alive.

@@ -473,7 +473,8 @@ impl<C: Clock> Store<C> {
     /// earlier, then releases it, so a sign-in on that shard waits for one chunk at
     /// most. Each chunk pins afresh, so the epoch moves on while it runs. The
     /// memory the removed sessions held goes back to the system before it returns
-    /// (see [`mapped_bytes`](Self::mapped_bytes)).
+    /// (see [`mapped_bytes`](Self::mapped_bytes)), the free system pages of at most
+    /// 64 pages per hold.
     pub fn sweep(&self) -> usize {
         let now = self.clock.now_ms();
         let hasher = |u: &str| self.hash(u);
@@ -515,8 +516,8 @@ impl<C: Clock> Store<C> {
                 let mut w = shard.index.write(&hasher, &guard);
                 if w.drain(Self::SWEEP_CHUNK) {
                     // Nothing left to free here: give back the free parts of the
-                    // pages that kept a session, once (a later round finds none).
-                    w.give_back(&mut pages);
+                    // pages that kept a session, once each, some pages a hold.
+                    empty &= w.give_back(&mut pages);
                 } else {
                     empty = false;
                     w.take_empty(&mut pages);
