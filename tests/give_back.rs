@@ -99,10 +99,15 @@ fn survivors_rotate_while_sweeps_give_their_neighbours_memory_back() {
             "{uid} lost at the end"
         );
     }
-    // What is left mapped is a small part of a wave's worth.
+    // A sweep frees what the epoch has released by its end; a reader descheduled
+    // while pinned (two readers and this thread on a loaded machine) can hold some
+    // of it past that. With the readers gone, one more sweep frees the rest.
+    assert_eq!(store.sweep(), 0);
+    // What is left mapped is a small part of a wave's worth (mostly tables: with
+    // about 150 survivors a shard, a table of 4 096 slots is not due to shrink).
     let after = store.mapped_bytes();
     assert!(
-        after * 4 < most,
+        after * 3 < most,
         "{after} bytes mapped for {survivors} survivors, {most} with a wave in"
     );
 }

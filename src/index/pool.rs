@@ -160,18 +160,26 @@ impl Page {
 
 /// One shard's pages. Its owner (the index, under the shard's writer lock) frees a
 /// session only when no reader can still reach it.
+///
+/// Pages sit in a slab, so a sign-in reaches the current page without a search; a
+/// free finds its session's page by address (`by_base`).
 pub(super) struct Pool {
-    /// By base address, to find a freed session's page.
-    pages: BTreeMap<usize, Page>,
+    /// The pages; `None` where one was given back (its index is reused first).
+    pages: Vec<Option<Page>>,
+    /// Indices of `pages` that hold no page.
+    vacant: Vec<usize>,
+    /// Each page's index, by base address.
+    by_base: BTreeMap<usize, usize>,
     /// Pages that got a slot back while not current, most recent last. May hold
-    /// addresses of pages unmapped since, which are skipped (`Page::listed`).
+    /// indices of pages given back since, or of pages mapped there later, which are
+    /// skipped unless listed (`Page::listed`).
     open: Vec<usize>,
     /// The page sign-ins fill.
     current: Option<usize>,
     /// Pages emptied and not yet given back (`Pool::give_back`).
     empty: Vec<Memory>,
     /// Pages with a touched system page that holds no session, to discard
-    /// (`Pool::give_back`); may hold pages unmapped since (`Page::trimmable`).
+    /// (`Pool::give_back`); may hold stale indices, as `open` does.
     trim: Vec<usize>,
     /// Touched system pages of the pages in `pages`.
     touched: usize,
@@ -184,13 +192,19 @@ unsafe impl Send for Pool {}
 impl Pool {
     pub(super) fn new() -> Self {
         Pool {
-            pages: BTreeMap::new(),
+            pages: Vec::new(),
+            vacant: Vec::new(),
+            by_base: BTreeMap::new(),
             open: Vec::new(),
             current: None,
             empty: Vec::new(),
             trim: Vec::new(),
             touched: 0,
         }
+    }
+
+    fn page(&mut self, i: usize) -> Option<&mut Page> {
+        self.pages.get_mut(i).and_then(Option::as_mut)
     }
 
     /// Bytes of pages the pool may hold resident: the touched system pages of its
@@ -224,29 +238,26 @@ impl Pool {
 
     /// The current page, or another with room made current.
     fn page_with_room(&mut self) -> &mut Page {
-        let current = self
-            .current
-            .filter(|b| self.pages.get(b).is_some_and(Page::has_room));
-        let base = match current {
-            Some(b) => b,
-            None => self.reopen().unwrap_or_else(|| self.map()),
+        let i = match self.current {
+            Some(i) if self.pages[i].as_ref().is_some_and(Page::has_room) => i,
+            _ => self.reopen().unwrap_or_else(|| self.map()),
         };
-        self.current = Some(base);
-        match self.pages.get_mut(&base) {
+        self.current = Some(i);
+        match self.page(i) {
             Some(page) => page,
-            // `base` is in `pages`: found there above, or just inserted.
+            // `i` holds a page: checked above, or just mapped.
             None => unreachable!("the current page is mapped"),
         }
     }
 
     /// The most recent page that got room back.
     fn reopen(&mut self) -> Option<usize> {
-        while let Some(b) = self.open.pop() {
-            if let Some(page) = self.pages.get_mut(&b) {
+        while let Some(i) = self.open.pop() {
+            if let Some(page) = self.page(i) {
                 if page.listed {
                     page.listed = false;
                     if page.has_room() {
-                        return Some(b);
+                        return Some(i);
                     }
                 }
             }
@@ -258,8 +269,19 @@ impl Pool {
         // Only writers touch a slot before its session is published: no populate.
         let memory = Memory::zeroed(PAGE_BYTES, false);
         let base = memory.base.as_ptr() as usize;
-        self.pages.insert(base, Page::new(memory));
-        base
+        let page = Some(Page::new(memory));
+        let i = match self.vacant.pop() {
+            Some(i) => {
+                self.pages[i] = page;
+                i
+            }
+            None => {
+                self.pages.push(page);
+                self.pages.len() - 1
+            }
+        };
+        self.by_base.insert(base, i);
+        i
     }
 
     /// Moves the pages emptied since the last call into `into`, which gives them back
@@ -268,10 +290,10 @@ impl Pool {
     pub(super) fn give_back(&mut self, into: &mut EmptyPages, pages: usize) {
         into.0.append(&mut self.empty);
         for _ in 0..pages {
-            let Some(base) = self.trim.pop() else {
+            let Some(i) = self.trim.pop() else {
                 break;
             };
-            let Some(page) = self.pages.get_mut(&base) else {
+            let Some(page) = self.pages.get_mut(i).and_then(Option::as_mut) else {
                 continue;
             };
             page.trimmable = false;
@@ -308,8 +330,12 @@ impl Pool {
         // SAFETY: the caller's promise: a live session nobody else holds.
         unsafe { p.as_ptr().drop_in_place() };
         let addr = p.as_ptr() as usize;
-        let Some((&base, page)) = self.pages.range_mut(..=addr).next_back() else {
+        let Some((&base, &at)) = self.by_base.range(..=addr).next_back() else {
             debug_assert!(false, "a session from another pool");
+            return;
+        };
+        let Some(page) = self.pages.get_mut(at).and_then(Option::as_mut) else {
+            debug_assert!(false, "a page's index outlived it");
             return;
         };
         let i = (addr - base) / size_of::<Session>();
@@ -319,29 +345,30 @@ impl Pool {
         );
         page.free[i / 64] |= 1 << (i % 64);
         page.used -= 1;
-        if page.used == 0 && self.current != Some(base) {
+        if page.used == 0 && self.current != Some(at) {
             // No session is left in it, so no reader can reach it: given back with
             // the next `give_back`.
-            if let Some(page) = self.pages.remove(&base) {
+            if let Some(page) = self.pages[at].take() {
                 self.touched -= page.touched.count_ones() as usize;
                 self.empty.push(page.memory);
             }
-            if self.open.len() + self.trim.len() > 2 * self.pages.len() + 16 {
+            self.by_base.remove(&base);
+            self.vacant.push(at);
+            if self.open.len() + self.trim.len() > 2 * self.by_base.len() + 16 {
                 let pages = &self.pages;
-                self.open
-                    .retain(|b| pages.get(b).is_some_and(|page| page.listed));
-                self.trim
-                    .retain(|b| pages.get(b).is_some_and(|page| page.trimmable));
+                let holds = |i: usize, f: fn(&Page) -> bool| pages[i].as_ref().is_some_and(f);
+                self.open.retain(|&i| holds(i, |page| page.listed));
+                self.trim.retain(|&i| holds(i, |page| page.trimmable));
             }
             return;
         }
         if !page.trimmable && page.emptied_a_subpage(i) {
             page.trimmable = true;
-            self.trim.push(base);
+            self.trim.push(at);
         }
-        if self.current != Some(base) && !page.listed {
+        if self.current != Some(at) && !page.listed {
             page.listed = true;
-            self.open.push(base);
+            self.open.push(at);
         }
     }
 }
@@ -403,7 +430,7 @@ mod tests {
             if discards { 0 } else { SYSTEM_PAGE },
             "only the current page is left"
         );
-        assert_eq!(pool.pages.len(), 1);
+        assert_eq!(pool.by_base.len(), 1);
     }
 
     #[test]
@@ -440,7 +467,7 @@ mod tests {
         // and `vec` has a byte for each of its system pages.
         let r = unsafe { libc::mincore(page as *mut libc::c_void, PAGE_BYTES, vec.as_mut_ptr()) };
         assert_eq!(r, 0, "mincore");
-        assert!(pool.pages.contains_key(&page));
+        assert!(pool.by_base.contains_key(&page));
         vec.iter().map(|b| b & 1 == 1).collect()
     }
 
