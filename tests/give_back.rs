@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use baton::model::Issued;
 use baton::{ManualClock, Store};
 
 const LIFESPAN: Duration = Duration::from_secs(3600);
@@ -36,21 +37,17 @@ fn survivors_rotate_while_sweeps_give_their_neighbours_memory_back() {
         Arc::new((0..READERS).map(|_| AtomicUsize::new(0)).collect());
     let readers: Vec<_> = (0..READERS)
         .map(|r| {
-            let mut mine: Vec<(String, String, String)> = (0..SURVIVORS_EACH)
+            let mut mine: Vec<(String, Issued)> = (0..SURVIVORS_EACH)
                 .map(|i| {
                     let uid = format!("kept{r}-{i:012}");
-                    let c = store.issue(&uid).unwrap();
-                    let (client, token) = (
-                        c.client().as_str().to_owned(),
-                        c.token().as_str().to_owned(),
-                    );
-                    (uid, client, token)
+                    let issued = Issued::of(&store.issue(&uid).unwrap());
+                    (uid, issued)
                 })
                 .collect();
             let (store, stop, passes) = (store.clone(), stop.clone(), passes.clone());
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    for (uid, client, token) in &mut mine {
+                    for (uid, Issued { client, token, .. }) in &mut mine {
                         match store.authenticate(uid, client, token) {
                             Ok(a) => *token = a.credentials().token().as_str().to_owned(),
                             Err(e) => panic!("survivor {uid} refused while others swept: {e}"),
@@ -70,6 +67,11 @@ fn survivors_rotate_while_sweeps_give_their_neighbours_memory_back() {
             .zip(&seen)
             .any(|(p, &s)| p.load(Ordering::Acquire) < s + 2)
         {
+            // A reader that panicked makes no more passes: fail, do not wait.
+            assert!(
+                !readers.iter().any(thread::JoinHandle::is_finished),
+                "a reader stopped"
+            );
             thread::yield_now();
         }
     };
@@ -93,7 +95,7 @@ fn survivors_rotate_while_sweeps_give_their_neighbours_memory_back() {
         .into_iter()
         .flat_map(|r| r.join().expect("a reader panicked"))
         .collect();
-    for (uid, client, token) in &kept {
+    for (uid, Issued { client, token, .. }) in &kept {
         assert!(
             store.authenticate(uid, client, token).is_ok(),
             "{uid} lost at the end"
