@@ -283,7 +283,10 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), b.closed())
             .await
             .expect("b was told to close");
-        // `c` ends a request now, so `d` (idle since it was accepted) is older.
+        // `c` ends a request now, so `d` (idle since it was accepted) is older. The
+        // clock is in microseconds: without the pause `c`'s "now" could equal `d`'s
+        // accept time, and the tie went to `c` (a CI run timed out waiting on `d`).
+        std::thread::sleep(Duration::from_millis(2));
         drop(c.requests().start());
         let _e = admit().unwrap();
         tokio::time::timeout(Duration::from_secs(5), d.closed())
