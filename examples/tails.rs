@@ -238,6 +238,8 @@ fn sweep(n: usize) {
         }
         black_box(keep);
     });
+    // Whether the sweep grows the heap: its free bytes before and after.
+    let heap_before = heap("before the sweep");
     let mut took = Duration::ZERO;
     let mut swept = 0;
     let during = authenticate_during(&store, &mut creds, || {
@@ -291,7 +293,8 @@ fn sweep(n: usize) {
         "resident above the start per survivor: {} B",
         now.saturating_sub(base) / survived.max(1) as u64
     );
-    heap_report();
+    println!("{heap_before}");
+    println!("{}", heap("after the sign-ins that follow it"));
     println!(
         "mapped by the store (pages and tables): {} KiB ({} B per survivor)",
         store.mapped_bytes() >> 10,
@@ -370,17 +373,21 @@ fn fresh(n: usize) {
 
 /// What glibc's heap holds: in use, and free but kept (the part `malloc_trim` gives
 /// back, where it can).
-fn heap_report() {
+fn heap(when: &str) -> String {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: no preconditions; returns a plain struct.
         let m = unsafe { libc::mallinfo2() };
-        println!(
-            "glibc heap: {} KB in use, {} KB free, {} KB in its own mappings",
+        format!(
+            "glibc heap {when}: {} KB in use, {} KB free, {} KB in its own mappings",
             m.uordblks >> 10,
             m.fordblks >> 10,
             m.hblkhd >> 10
-        );
+        )
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        format!("glibc heap {when}: not glibc")
     }
 }
 

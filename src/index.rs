@@ -875,6 +875,7 @@ impl<'s> Writer<'s> {
         // Acquire pairs with the seal's Release: every reader that could hold what it
         // covers has unpinned before it.
         let passed = self.shard.passed.load(Ordering::Acquire);
+        let sweeping = self.sweeping();
         let books = &mut *self.books;
         for _ in 0..budget {
             match books.limbo.front() {
@@ -889,11 +890,7 @@ impl<'s> Writer<'s> {
                 _ => break,
             }
         }
-        let batch = if self.free_budget > FREE_STEP {
-            1
-        } else {
-            SEAL_BATCH
-        };
+        let batch = if sweeping { 1 } else { SEAL_BATCH };
         if books.pending >= batch && passed >= books.sealed {
             books.sealed += 1;
             books.pending = 0;
@@ -919,6 +916,12 @@ impl<'s> Writer<'s> {
             limbo.shrink_to(2 * limbo.len().max(SEAL_BATCH));
         }
         limbo.is_empty()
+    }
+
+    /// Whether this writer is a sweep's (`sweep_chunk`, `drain`: a budget above a
+    /// sign-in's): it seals at once, and leaves giving pages back to the sweep.
+    fn sweeping(&self) -> bool {
+        self.free_budget > FREE_STEP
     }
 
     /// Hands the pages this shard emptied to `into`, to give back with others.
@@ -965,7 +968,7 @@ impl Drop for Writer<'_> {
         }
         let budget = self.free_budget;
         self.reclaim(budget);
-        if self.free_budget <= FREE_STEP && self.books.pool.to_give_back() >= EMPTY_BATCH {
+        if !self.sweeping() && self.books.pool.to_give_back() >= EMPTY_BATCH {
             // A sign-in or sign-out gives back what it emptied, a batch at a time.
             // (A sweep gathers its shards' pages and gives them back at its end.)
             self.books

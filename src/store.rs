@@ -483,8 +483,9 @@ impl<C: Clock> Store<C> {
         for shard in self.shards.iter() {
             // Free what the previous shard's sweep left waiting on its seals, which
             // have mostly passed by now, so that only two shards' removed sessions
-            // wait at once: kept waiting until the end, 64 shards' worth (up to 6 MB
-            // at a million) grew the heap, which kept it after they were freed.
+            // wait at once: kept waiting until the end, 64 shards' worth (limbos of
+            // up to 98 KB each at a million) grew the heap, which kept about 3 MB of
+            // it as free chunks after they were freed.
             if let Some(p) = previous.replace(shard) {
                 for _ in 0..Self::DRAIN_HOLDS {
                     let guard = epoch::pin();

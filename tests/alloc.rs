@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use baton::model::Issued;
 use baton::{ManualClock, ReplayPolicy, Store};
 
 #[global_allocator]
@@ -197,15 +198,11 @@ fn a_mass_expiry_gives_its_pages_back() {
         store.issue(&format!("gone{i:016}")).unwrap();
     }
     clock.advance(LIFESPAN / 2);
-    let survivors: Vec<(String, String, String)> = (0..1000)
+    let survivors: Vec<(String, Issued)> = (0..1000)
         .map(|i| {
             let uid = format!("kept{i:016}");
-            let c = store.issue(&uid).unwrap();
-            let (client, token) = (
-                c.client().as_str().to_owned(),
-                c.token().as_str().to_owned(),
-            );
-            (uid, client, token)
+            let issued = Issued::of(&store.issue(&uid).unwrap());
+            (uid, issued)
         })
         .collect();
     let full = store.mapped_bytes();
@@ -230,7 +227,7 @@ fn a_mass_expiry_gives_its_pages_back() {
     } else {
         assert!(after * 20 < full, "{after} bytes mapped of {full}");
     }
-    for (uid, client, token) in &survivors {
+    for (uid, Issued { client, token, .. }) in &survivors {
         assert!(store.authenticate(uid, client, token).is_ok(), "{uid} lost");
     }
     assert_eq!(store.len(), 1000);

@@ -4,8 +4,8 @@
 //! say), so a refusal costs only the early return of memory, never a sign-in.
 //!
 //! Session pages (`pool.rs`) and the larger tables (`index.rs`) live here. Both were
-//! on the heap once, and after a mass expiry glibc kept about 8 MB of their freed
-//! chunks resident in the middle of its heap.
+//! on the heap once, where glibc keeps freed chunks in the middle of its heap
+//! resident, so a mass expiry's memory stayed with the process.
 #![allow(unsafe_code)]
 
 use std::alloc::{handle_alloc_error, Layout};
@@ -42,11 +42,6 @@ impl Drop for HeapBlock {
         unsafe { std::alloc::dealloc(self.0.as_ptr(), self.1) }
     }
 }
-
-// SAFETY: plain memory, owned by whoever owns the `Memory`; what lives in it decides
-// whether sharing it is sound, and its users say why (`Table`, `Pool`).
-unsafe impl Send for Memory {}
-unsafe impl Sync for Memory {}
 
 impl Memory {
     /// `len` zeroed bytes (`len > 0`), their system pages faulted in now if

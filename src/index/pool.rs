@@ -158,6 +158,12 @@ impl Page {
     }
 }
 
+/// The page at index `i` of a pool's slab, if one is there (a free function, so
+/// the caller can still use the pool's other fields).
+fn page_at(pages: &mut [Option<Page>], i: usize) -> Option<&mut Page> {
+    pages.get_mut(i).and_then(Option::as_mut)
+}
+
 /// One shard's pages. Its owner (the index, under the shard's writer lock) frees a
 /// session only when no reader can still reach it.
 ///
@@ -203,10 +209,6 @@ impl Pool {
         }
     }
 
-    fn page(&mut self, i: usize) -> Option<&mut Page> {
-        self.pages.get_mut(i).and_then(Option::as_mut)
-    }
-
     /// Bytes of pages the pool may hold resident: the touched system pages of its
     /// pages, and the emptied pages not given back yet.
     pub(super) fn bytes(&self) -> usize {
@@ -243,7 +245,7 @@ impl Pool {
             _ => self.reopen().unwrap_or_else(|| self.map()),
         };
         self.current = Some(i);
-        match self.page(i) {
+        match page_at(&mut self.pages, i) {
             Some(page) => page,
             // `i` holds a page: checked above, or just mapped.
             None => unreachable!("the current page is mapped"),
@@ -253,7 +255,7 @@ impl Pool {
     /// The most recent page that got room back.
     fn reopen(&mut self) -> Option<usize> {
         while let Some(i) = self.open.pop() {
-            if let Some(page) = self.page(i) {
+            if let Some(page) = page_at(&mut self.pages, i) {
                 if page.listed {
                     page.listed = false;
                     if page.has_room() {
@@ -293,7 +295,7 @@ impl Pool {
             let Some(i) = self.trim.pop() else {
                 break;
             };
-            let Some(page) = self.pages.get_mut(i).and_then(Option::as_mut) else {
+            let Some(page) = page_at(&mut self.pages, i) else {
                 continue;
             };
             page.trimmable = false;
@@ -334,7 +336,7 @@ impl Pool {
             debug_assert!(false, "a session from another pool");
             return;
         };
-        let Some(page) = self.pages.get_mut(at).and_then(Option::as_mut) else {
+        let Some(page) = page_at(&mut self.pages, at) else {
             debug_assert!(false, "a page's index outlived it");
             return;
         };
